@@ -1,0 +1,88 @@
+import os
+
+from setuptools import find_namespace_packages
+from setuptools import setup
+
+
+def read(*names):
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, *names), encoding='utf-8') as f:
+        return f.read()
+
+
+version = '0.1.0.dev0'
+
+setup(
+    name='collective.safedeploy',
+    version=version,
+    description=('Atomic, tag-named releases of zc.buildout ZODB sites: '
+                 'flip `current` only on success, roll back in one command.'),
+    long_description=read('README.rst') + '\n\n' + read('CHANGES.rst'),
+    long_description_content_type='text/x-rst',
+    classifiers=[
+        'Development Status :: 3 - Alpha',
+        'Framework :: Buildout',
+        'Framework :: Buildout :: Extension',
+        'Framework :: Buildout :: Recipe',
+        'Framework :: ZODB',
+        'Framework :: Zope',
+        'Framework :: Plone',
+        'Framework :: Pyramid',
+        'Intended Audience :: System Administrators',
+        'License :: OSI Approved :: Zope Public License',
+        'Operating System :: POSIX :: Linux',
+        'Programming Language :: Python :: 3',
+        'Programming Language :: Python :: 3 :: Only',
+        'Programming Language :: Python :: 3.10',
+        'Programming Language :: Python :: 3.11',
+        'Programming Language :: Python :: 3.12',
+        'Topic :: System :: Software Distribution',
+        'Topic :: System :: Systems Administration',
+    ],
+    keywords='buildout zodb zope plone deployment release rollback',
+    author='collective.safedeploy contributors',
+    author_email='plone-developers@lists.sourceforge.net',
+    url='https://github.com/collective/collective.safedeploy',
+    project_urls={
+        'Source': 'https://github.com/collective/collective.safedeploy',
+        'Changelog': ('https://github.com/collective/collective.safedeploy'
+                      '/blob/main/CHANGES.rst'),
+    },
+    license='ZPL-2.1',
+    packages=find_namespace_packages('src', include=['collective.*']),
+    package_dir={'': 'src'},
+    include_package_data=True,
+    zip_safe=False,
+    python_requires='>=3.10',
+    install_requires=[
+        'zc.buildout>=5',
+        'zc.recipe.egg>=2.0.6',
+        'zc.lockfile>=2.0',
+    ],
+    extras_require={
+        'zodb': [
+            'ZODB>=5.8',
+        ],
+        'test': [
+            'zope.testrunner',
+            'ZODB>=5.8',
+            'ZEO>=6',
+            'manuel',
+        ],
+    },
+    entry_points={
+        'zc.buildout.extension': [
+            'default = collective.safedeploy.extension:load',
+        ],
+        'zc.buildout.unloadextension': [
+            'default = collective.safedeploy.extension:unload',
+        ],
+        'zc.buildout': [
+            'rollback = collective.safedeploy.recipes:Rollback',
+            'excluded = collective.safedeploy.recipes:Excluded',
+        ],
+        'console_scripts': [
+            'safedeploy-rollback = collective.safedeploy.rollback:main',
+        ],
+    },
+)
