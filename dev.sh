@@ -48,7 +48,7 @@ case "${1:-test}" in
     demo)
         setup
         shift || true
-        exec .venv/bin/python -m collective.safedeploy.demo "$@"
+        exec .venv/bin/python example/demo.py "$@"
         ;;
     *)
         echo "usage: bash dev.sh [setup|test|demo]" >&2

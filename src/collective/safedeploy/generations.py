@@ -186,6 +186,16 @@ class Generations:
     def recover(self):
         """Mark what killed runs left behind (call under the lock)."""
         fsutil.empty_trash(self.directory)
+        # a flip killed between symlink and rename leaves its new link
+        parent, base = os.path.split(self.current)
+        try:
+            leftovers = [n for n in os.listdir(parent)
+                         if n.startswith('.%s.' % base) and n.endswith('.tmp')]
+        except OSError:
+            leftovers = []
+        for name in leftovers:
+            if os.path.islink(os.path.join(parent, name)):
+                os.unlink(os.path.join(parent, name))
         states = self.states()
         for name in self.on_disk():
             if self.is_complete(name):
@@ -239,6 +249,16 @@ class Generations:
                 seen.append(entry['name'])
         return seen
 
+    def started_order(self):
+        """Names in the order their last build started."""
+        names = []
+        for entry in self.journal.entries():
+            if entry['event'] == 'started':
+                if entry.get('name') in names:
+                    names.remove(entry['name'])
+                names.append(entry.get('name'))
+        return names
+
     def history(self):
         """One dict per generation on disk or in the journal, oldest first."""
         states = self.states()
@@ -248,9 +268,10 @@ class Generations:
             if entry['event'] == 'built':
                 built_at[entry['name']] = entry['time']
         order = self.order()
+        started = self.started_order()
         names = order + sorted(
             set(self.on_disk()) - set(order),
-            key=lambda n: os.stat(self.path(n)).st_ctime)
+            key=lambda n: started.index(n) if n in started else -1)
         rows = []
         for name in names:
             state = states.get(name, BUILT if self.is_complete(name)
@@ -320,8 +341,9 @@ class Generations:
             if name not in protected:
                 self.discard(name, 'more than keep=%d' % keep)
                 removed.append(name)
+        started = self.started_order()
         failed = [n for n in self.on_disk() if not self.is_complete(n)]
-        failed.sort(key=lambda n: os.stat(self.path(n)).st_mtime)
+        failed.sort(key=lambda n: started.index(n) if n in started else -1)
         for name in failed[:-1]:
             if name not in protected:
                 self.discard(name, 'failed build')

@@ -32,6 +32,8 @@ _SHARED = {}
 def shared_directory(name):
     if name not in _SHARED:
         _SHARED[name] = tempfile.mkdtemp(prefix='safedeploy-%s-' % name)
+        if name == 'eggs':  # buildout would say it created it
+            os.mkdir(os.path.join(_SHARED[name], 'v5'))
     return _SHARED[name]
 
 
@@ -73,6 +75,8 @@ def run(args, cwd=None, env=None, timeout=600, input=None):
     full_env = dict(os.environ)
     full_env.pop('PYTHONPATH', None)
     full_env['HOME'] = full_env.get('SAFEDEPLOY_TEST_HOME', '/nonexistent')
+    # develop packages are built offline with the environment's setuptools
+    full_env.setdefault('PIP_NO_BUILD_ISOLATION', '0')
     full_env.update(env or {})
     p = subprocess.run(args, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, timeout=timeout,
@@ -148,8 +152,13 @@ class SampleBuildout:
 
             [project.scripts]
             %s = "%s:main"
+
+            [tool.setuptools.packages.find]
+            where = ["src"]
             ''' % (name, name, name))
-        self.write('src/%s/%s.py' % (name, name), script or '''\
+        # a src layout: buildout 6 puts its path on the scripts' sys.path
+        # (a flat layout's editable finder is not followed by scripts)
+        self.write('src/%s/src/%s/__init__.py' % (name, name), script or '''\
             VERSION = %r
 
             def main():
@@ -164,3 +173,126 @@ class SampleBuildout:
         return run(['git', '-c', 'user.name=test',
                     '-c', 'user.email=test@example.invalid'] + list(args),
                    cwd=self.directory)
+
+
+TEST_RECIPES = '''\
+"""Recipes for tests: fail, sleep, write a file."""
+import os
+import time
+
+
+class Fail:
+    def __init__(self, buildout, name, options):
+        self.options = options
+
+    def install(self):
+        raise RuntimeError(self.options.get('message', 'this part fails'))
+
+    update = install
+
+
+class Sleep:
+    def __init__(self, buildout, name, options):
+        self.options = options
+        self.location = os.path.join(
+            buildout['buildout']['parts-directory'], name)
+
+    def install(self):
+        time.sleep(float(self.options.get('seconds', '1')))
+        os.makedirs(self.location, exist_ok=True)
+        with open(os.path.join(self.location, 'done'), 'w') as f:
+            f.write('done')
+        return [self.location]
+
+    update = install
+
+
+class Write:
+    def __init__(self, buildout, name, options):
+        self.options = options
+        self.location = os.path.join(
+            buildout['buildout']['parts-directory'], name)
+
+    def install(self):
+        os.makedirs(self.location, exist_ok=True)
+        with open(os.path.join(self.location, 'content'), 'w') as f:
+            f.write(self.options.get('content', ''))
+        return [self.location]
+
+    update = install
+'''
+
+
+def add_test_recipes(sample):
+    """A develop package ``testrecipes`` with recipes ``testrecipes:fail``,
+    ``testrecipes:sleep`` and ``testrecipes:write``."""
+    sample.write('src/testrecipes/pyproject.toml', '''\
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "testrecipes"
+        version = "0.1"
+
+        [project.entry-points."zc.buildout"]
+        fail = "testrecipes:Fail"
+        sleep = "testrecipes:Sleep"
+        write = "testrecipes:Write"
+
+        [tool.setuptools.packages.find]
+        where = ["src"]
+        ''')
+    path = sample.path('src/testrecipes/src/testrecipes/__init__.py')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(TEST_RECIPES)
+
+
+def current_tag(directory):
+    link = os.path.join(directory, 'current')
+    if not os.path.lexists(link):
+        return None
+    return os.path.basename(os.readlink(link))
+
+
+def built_wheels():
+    """Wheels of the test packages (hello 1.0 and testrecipes), built once
+    per test run, so most sample buildouts need no develop package."""
+    directory = shared_directory('wheels')
+    if not os.listdir(directory):
+        sample = SampleBuildout()
+        try:
+            sample.add_package('hello', '1.0')
+            add_test_recipes(sample)
+            for name in ('hello', 'testrecipes'):
+                r = run([SITE_PYTHON, '-m', 'pip', 'wheel', '-q', '--no-deps',
+                         '--no-build-isolation', '--no-index', '-w',
+                         directory, sample.path('src', name)])
+                if r.returncode:
+                    raise RuntimeError(r.output)
+        finally:
+            sample.cleanup()
+    return directory
+
+
+def tree_state(directory, ignore=('.lock',)):
+    """(path, kind, content/target, mode) of everything under directory,
+    to prove nothing changed."""
+    state = []
+    for root, dirs, files in os.walk(directory):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            p = os.path.join(root, name)
+            rel = os.path.relpath(p, directory)
+            if name in ignore:
+                continue  # zc.lockfile writes its holder's pid into it
+            st = os.lstat(p)
+            if os.path.islink(p):
+                state.append((rel, 'link', os.readlink(p)))
+            elif os.path.isdir(p):
+                state.append((rel, 'dir', oct(st.st_mode)))
+            else:
+                with open(p, 'rb') as f:
+                    state.append((rel, 'file', f.read(), oct(st.st_mode)))
+    return state

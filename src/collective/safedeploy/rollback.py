@@ -1,0 +1,116 @@
+"""bin/rollback: back to the previous good release, or to a named one.
+
+usage: rollback [TAG] [--list] [--json] [--dry-run]
+
+With no TAG, ``current`` goes back to the newest good release built
+before the current one.  The same lock, atomic flip, after-flip hook and
+health gate as a release build apply.  Works when the current release is
+broken or the last build failed halfway: this script lives in the
+buildout's root bin directory and needs nothing from any release.
+"""
+import logging
+
+from . import cli
+from . import release
+from .generations import Generations
+
+logger = logging.getLogger('collective.safedeploy')
+
+
+def parser(prog='rollback'):
+    p = cli.ArgumentParser(
+        prog=prog,
+        description='Point current back at an earlier good release.')
+    p.add_argument('tag', nargs='?',
+                   help='the release to go back to (default: the previous '
+                        'good release)')
+    p.add_argument('--list', action='store_true',
+                   help='list the releases: tag, built at, state, current')
+    p.add_argument('--json', action='store_true',
+                   help='with --list: print JSON for scripts')
+    p.add_argument('--dry-run', '-n', action='store_true',
+                   help='say what would be done, change nothing')
+    p.add_argument('--with-data', action='store_true',
+                   help='also restore the data snapshot paired with the '
+                        'release')
+    p.add_argument('--discard-writes', action='store_true',
+                   help='with --with-data: allow discarding transactions '
+                        'committed after the snapshot (they are kept aside)')
+    p.add_argument('-q', '--quiet', action='store_true')
+    return p
+
+
+def list_releases(gens, as_json=False):
+    rows = gens.history()
+    for row in rows:
+        row['tag'] = row.pop('name')
+        row['current'] = bool(row['current'])
+    if as_json:
+        cli.print_json(rows)
+        return 0
+    table = [dict(r, current='*' if r['current'] else '',
+                  built=(r['built'] or '')[:19].replace('T', ' '))
+             for r in rows]
+    cli.print_table(table, [('current', 'current'), ('tag', 'tag'),
+                            ('built', 'built at (UTC)'), ('state', 'state')])
+    return 0
+
+
+def rollback(releases_directory, current, buildout_directory=None,
+             tag=None, dry_run=False, with_data=False,
+             discard_writes=False):
+    gens = Generations(releases_directory, current, kind='release',
+                       what='tag')
+    with gens.lock():
+        previous, target = release.roll_back(
+            gens, tag, dry_run=True, buildout_directory=buildout_directory)
+        if dry_run:
+            print('would roll back: current %s -> %s' % (previous, target))
+            return 0
+        pair = paired_snapshot(gens, target)
+        if with_data and pair is None:
+            raise release.Refused(
+                'release %s has no paired data snapshot; roll back the code '
+                'alone (without --with-data)' % target)
+        if with_data:
+            restore_data(pair, discard_writes)
+        release.roll_back(gens, target,
+                          buildout_directory=buildout_directory)
+        print('rolled back: current %s -> %s' % (previous, target))
+        if pair is not None and not with_data:
+            print('data was not touched; the snapshot paired with %s is %s '
+                  '(bin/rollback %s --with-data restores it)' % (
+                      target, pair['snapshot'], target))
+    return 0
+
+
+def paired_snapshot(gens, tag):
+    pair = None
+    for entry in gens.journal.entries():
+        if entry['event'] == 'paired' and entry.get('name') == tag:
+            pair = entry
+    return pair
+
+
+def restore_data(pair, discard_writes):
+    from . import snapshot
+    snapshot.restore_paired(pair, discard_writes=discard_writes)
+
+
+def main(argv=None, releases_directory=None, current=None,
+         buildout_directory=None):
+    args = parser().parse_args(argv)
+    cli.setup_logging(quiet=args.quiet)
+    if releases_directory is None or current is None:
+        import os
+        here = os.getcwd()
+        releases_directory = releases_directory or os.path.join(
+            here, 'releases')
+        current = current or os.path.join(here, 'current')
+    gens = Generations(releases_directory, current, kind='release',
+                       what='tag')
+    if args.list:
+        return cli.run('rollback', list_releases, gens, args.json)
+    return cli.run('rollback', rollback, releases_directory, current,
+                   buildout_directory, args.tag, args.dry_run,
+                   args.with_data, args.discard_writes)

@@ -1,0 +1,547 @@
+"""The release lifecycle, one test per behaviour, on real buildouts."""
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from . import support
+from .base import ReleaseTestCase
+
+
+class TestStageAndBuild(ReleaseTestCase):
+
+    def test_parts_bin_develop_eggs_and_installed_are_inside_the_release(self):
+        self.configure()
+        result = self.release('1.0')
+        self.assertReleased(result, '1.0')
+        release = self.sample.path('releases', '1.0')
+        for name in ('bin', 'parts', 'develop-eggs', '.installed.cfg',
+                     'bin/hello'):
+            self.assertTrue(os.path.lexists(os.path.join(release, name)),
+                            name)
+        # nothing of the release in the buildout's own directories
+        self.assertFalse(self.exists('parts'))
+        self.assertFalse(self.exists('develop-eggs'))
+        self.assertFalse(self.exists('.installed.cfg'))
+        self.assertEqual(sorted(os.listdir(self.sample.path('bin'))),
+                         ['rollback'])
+        self.assertEqual(os.readlink(self.sample.path('current')),
+                         'releases/1.0')
+        self.assertEqual(self.hello(), 'hello 1.0')
+
+    def test_eggs_and_download_cache_stay_shared(self):
+        self.configure()
+        self.release('1.0')
+        self.release('1.1')
+        eggs = support.shared_directory('eggs')
+        for tag in ('1.0', '1.1'):
+            text = self.sample.read('releases', tag, 'bin', 'rollback')
+            self.assertNotIn('releases/%s/eggs' % tag, text)
+        self.assertTrue(os.listdir(os.path.join(eggs, 'v5')))
+        self.assertFalse(os.path.exists(self.sample.path('releases', '1.1',
+                                                         'eggs')))
+
+    def test_a_new_release_does_not_uninstall_the_previous_ones_scripts(self):
+        self.configure()
+        self.release('1.0')
+        self.release('1.1')
+        self.assertTrue(self.exists('releases', '1.0', 'bin', 'hello'))
+        self.assertEqual(self.hello('releases/1.0'), 'hello 1.0')
+
+
+class TestFrozenSources(ReleaseTestCase):
+
+    def test_an_old_release_keeps_running_its_own_code(self):
+        self.configure(develop='src/hello')
+        self.assertReleased(self.release('1.0'), '1.0')
+        self.sample.add_package('hello', '1.1')   # the working copy moves on
+        self.assertReleased(self.release('1.1'), '1.1')
+        self.assertEqual(self.hello(), 'hello 1.1')
+        self.assertEqual(self.hello('releases/1.0'), 'hello 1.0')
+        script = self.sample.read('releases', '1.0', 'bin', 'hello')
+        self.assertNotIn(self.sample.path('src', 'hello'), script)
+
+
+class TestPublish(ReleaseTestCase):
+
+    def test_manifest(self):
+        self.configure(develop='src/hello')
+        self.release('1.0')
+        m = self.manifest('1.0')
+        self.assertEqual(m['tag'], '1.0')
+        for key in ('time', 'user', 'host', 'configuration-sha256',
+                    'distributions', 'parts'):
+            self.assertTrue(m.get(key), key)
+        self.assertEqual(len(m['configuration-sha256']), 64)
+        names = {d['name']: d for d in m['distributions']}
+        self.assertEqual(names['hello']['version'], '0.1')
+        self.assertTrue(names['hello']['develop'])
+        self.assertEqual(m['parts'], ['hello', 'rollback'])
+        self.assertTrue(self.exists('releases', '1.0', 'effective.cfg'))
+
+    def test_configuration_hash_changes_with_the_configuration(self):
+        self.configure()
+        self.release('1.0')
+        self.configure(extra='\n[hello]\nrecipe = zc.recipe.egg\n'
+                             'eggs = hello\ninterpreter = py\n')
+        self.release('1.1')
+        self.assertNotEqual(self.manifest('1.0')['configuration-sha256'],
+                            self.manifest('1.1')['configuration-sha256'])
+
+    def test_install_part_does_not_publish_a_partial_release(self):
+        self.configure()
+        self.release('1.0')
+        result = self.release('1.1', 'install', 'hello')
+        self.assertNotEqual(result.returncode, 0, result)
+        self.assertIn('incomplete', result.output)
+        self.assertEqual(result.last_line, 'current still points to 1.0')
+        self.assertEqual(support.current_tag(self.sample.directory), '1.0')
+        self.assertFalse(self.exists('releases', '1.1',
+                                     'safedeploy-manifest.json'))
+
+    def test_current_is_never_missing_while_flipping(self):
+        # a reader resolves current/ in a tight loop while releases flip
+        self.configure()
+        self.release('1.0')
+        self.release('1.1')
+        from collective.safedeploy.generations import Generations
+        gens = Generations(self.sample.path('releases'),
+                           self.sample.path('current'))
+        misses = []
+        reads = [0]
+        stop = threading.Event()
+
+        def reader():
+            path = self.sample.path('current', 'safedeploy-manifest.json')
+            while not stop.is_set():
+                reads[0] += 1
+                if not os.path.exists(path):
+                    misses.append(reads[0])
+        t = threading.Thread(target=reader)
+        t.start()
+        try:
+            for i in range(1000):
+                gens.flip('1.0' if i % 2 else '1.1')
+        finally:
+            stop.set()
+            t.join()
+        self.assertGreater(reads[0], 100)
+        self.assertEqual(misses, [])
+
+
+class TestFailure(ReleaseTestCase):
+
+    def test_story_fail_fix_rollback(self):
+        # 1.0 -> 1.1 fails in a part -> 1.1 fixed -> rollback -> 1.0
+        self.configure(develop='src/hello')
+        self.assertReleased(self.release('1.0'), '1.0')
+        self.configure(parts='hello broken rollback', develop='src/hello')
+        result = self.release('1.1')
+        self.assertEqual(result.returncode, 1, result)
+        self.assertEqual(result.last_line, 'current still points to 1.0')
+        self.assertIn('the broken part fails on purpose',
+                      self.sample.read('releases', '1.1',
+                                       'safedeploy-failed.txt'))
+        self.assertEqual(self.hello(), 'hello 1.0')
+        events = [(e['event'], e['name']) for e in self.journal()]
+        self.assertIn(('failed', '1.1'), events)
+        # fixed: the same tag builds (the failed attempt is cleaned up)
+        self.configure(develop='src/hello')
+        self.sample.add_package('hello', '1.1')
+        self.assertReleased(self.release('1.1'), '1.1')
+        self.assertEqual(self.hello(), 'hello 1.1')
+        result = self.rollback()
+        self.assertEqual(result.returncode, 0, result)
+        self.assertEqual(self.hello(), 'hello 1.0')
+        self.assertEqual(support.current_tag(self.sample.directory), '1.0')
+
+    def test_interrupt_leaves_current_untouched(self):
+        self.configure()
+        self.release('1.0')
+        self.configure(parts='hello slow rollback')
+        p = subprocess.Popen(
+            [support.BUILDOUT, 'safedeploy:tag=1.1'], cwd=self.sample.directory,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=dict(os.environ, PIP_NO_BUILD_ISOLATION='0'))
+        self.addCleanup(p.kill)
+        deadline = time.time() + 60
+        while not self.exists('releases', '1.1', 'parts') and \
+                time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        p.send_signal(2)  # Ctrl-C
+        out, _ = p.communicate(timeout=60)
+        self.assertNotEqual(p.returncode, 0, out)
+        self.assertEqual(out.strip().splitlines()[-1],
+                         'current still points to 1.0')
+        self.assertEqual(support.current_tag(self.sample.directory), '1.0')
+        self.assertIn('interrupted', self.sample.read(
+            'releases', '1.1', 'safedeploy-failed.txt'))
+
+    def test_sigterm_leaves_current_untouched(self):
+        self.configure()
+        self.release('1.0')
+        self.configure(parts='hello slow rollback')
+        p = subprocess.Popen(
+            [support.BUILDOUT, 'safedeploy:tag=1.1'], cwd=self.sample.directory,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=dict(os.environ, PIP_NO_BUILD_ISOLATION='0'))
+        self.addCleanup(p.kill)
+        deadline = time.time() + 60
+        while not self.exists('releases', '1.1', 'parts') and \
+                time.time() < deadline:
+            time.sleep(0.05)
+        p.terminate()
+        out, _ = p.communicate(timeout=60)
+        self.assertNotEqual(p.returncode, 0, out)
+        self.assertEqual(out.strip().splitlines()[-1],
+                         'current still points to 1.0')
+
+    def test_sigkill_is_marked_failed_by_the_next_run(self):
+        self.configure()
+        self.release('1.0')
+        self.configure(parts='hello slow rollback')
+        p = subprocess.Popen(
+            [support.BUILDOUT, 'safedeploy:tag=1.1'], cwd=self.sample.directory,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=dict(os.environ, PIP_NO_BUILD_ISOLATION='0'))
+        deadline = time.time() + 60
+        while not self.exists('releases', '1.1', 'parts') and \
+                time.time() < deadline:
+            time.sleep(0.05)
+        p.kill()
+        p.wait()
+        self.assertEqual(support.current_tag(self.sample.directory), '1.0')
+        self.configure()
+        self.assertReleased(self.release('1.2'), '1.2')
+        self.assertIn('killed', self.sample.read(
+            'releases', '1.1', 'safedeploy-failed.txt'))
+        states = {r['tag']: r['state'] for r in __import__('json').loads(
+            self.rollback('--list', '--json').output)}
+        self.assertEqual(states['1.1'], 'failed')
+
+    @support.skip_unless(os.geteuid() == 0 and os.path.exists('/bin/mount'),
+                         'a full disk needs root to mount a small tmpfs')
+    def test_disk_full(self):
+        releases = self.sample.path('releases')
+        os.makedirs(releases)
+        r = support.run(['mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs',
+                         releases])
+        if r.returncode:
+            self.skipTest('cannot mount a tmpfs: %s' % r.output)
+        self.addCleanup(support.run, ['umount', '-l', releases])
+        self.configure()
+        self.assertReleased(self.release('1.0'), '1.0')
+        # fill the disk but a few KiB
+        filler = os.path.join(releases, '1.0', 'parts', 'filler')
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b'x' * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        os.truncate(filler, os.path.getsize(filler) - 8192)
+        self.configure(develop='src/hello')
+        result = self.release('1.1')
+        self.assertNotEqual(result.returncode, 0, result)
+        self.assertEqual(result.last_line, 'current still points to 1.0')
+        self.assertNotIn('Traceback', result.output)
+        self.assertEqual(support.current_tag(self.sample.directory), '1.0')
+        self.assertEqual(self.hello(), 'hello 1.0')
+        # space again: the next run cleans up and succeeds
+        os.unlink(filler)
+        self.assertReleased(self.release('1.1'), '1.1')
+
+
+class TestImmutable(ReleaseTestCase):
+
+    def test_a_complete_release_is_not_rebuilt(self):
+        self.configure()
+        self.release('1.0')
+        before = self.state()
+        result = self.release('1.0')
+        self.assertEqual(result.returncode, 1, result)
+        self.assertIn('already exists and releases are immutable',
+                      result.output)
+        self.assertEqual(before, self.state())
+
+    def test_rebuild_takes_an_explicit_option(self):
+        self.configure(develop='src/hello')
+        self.release('1.0')
+        self.release('1.1')
+        self.sample.add_package('hello', '1.0-rebuilt')
+        result = self.release('1.0', 'safedeploy:rebuild=true')
+        self.assertEqual(result.returncode, 0, result)
+        self.assertEqual(self.hello('releases/1.0'), 'hello 1.0-rebuilt')
+        self.assertEqual(support.current_tag(self.sample.directory), '1.0')
+
+    def test_rebuild_never_touches_the_current_release(self):
+        self.configure()
+        self.release('1.0')
+        before = self.state()
+        result = self.release('1.0', 'safedeploy:rebuild=true')
+        self.assertEqual(result.returncode, 1, result)
+        self.assertIn('is current and is never rebuilt in place',
+                      result.output)
+        self.assertEqual(before, self.state())
+
+
+class TestLock(ReleaseTestCase):
+
+    def test_a_second_run_fails_at_once_naming_the_holder(self):
+        self.configure()
+        self.release('1.0')
+        self.configure(parts='hello slow rollback')
+        p = subprocess.Popen(
+            [support.BUILDOUT, 'safedeploy:tag=1.1'], cwd=self.sample.directory,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=dict(os.environ, PIP_NO_BUILD_ISOLATION='0'))
+        self.addCleanup(p.kill)
+        deadline = time.time() + 60
+        while not self.exists('releases', '1.1', 'parts') and \
+                time.time() < deadline:
+            time.sleep(0.05)
+        started = time.time()
+        second = self.release('1.2')
+        self.assertLess(time.time() - started, 10)
+        self.assertNotEqual(second.returncode, 0, second)
+        self.assertIn('pid %d' % p.pid, second.output)
+        self.assertIn('already running', second.output)
+        rollback = self.rollback()
+        self.assertNotEqual(rollback.returncode, 0, rollback)
+        self.assertIn('pid %d' % p.pid, rollback.output)
+        out, _ = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 0, out)
+        self.assertEqual(support.current_tag(self.sample.directory), '1.1')
+        self.assertFalse(self.exists('releases', '1.2'))
+
+    def test_a_lock_left_by_a_killed_run_does_not_block(self):
+        self.configure(parts='hello slow rollback')
+        p = subprocess.Popen(
+            [support.BUILDOUT, 'safedeploy:tag=1.0'], cwd=self.sample.directory,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=dict(os.environ, PIP_NO_BUILD_ISOLATION='0'))
+        deadline = time.time() + 60
+        while not self.exists('releases', '1.0', 'parts') and \
+                time.time() < deadline:
+            time.sleep(0.05)
+        p.kill()
+        p.wait()
+        self.assertTrue(self.exists('releases', '.lock'))
+        self.configure()
+        self.assertReleased(self.release('1.1'), '1.1')
+
+
+class TestJournalAndPruning(ReleaseTestCase):
+
+    safedeploy = 'keep = 2\n'
+
+    def test_order_comes_from_the_journal_and_pruning_keeps_the_protected(
+            self):
+        self.configure()
+        for tag in ('b-1', 'a-2', 'c-3'):   # names do not sort as built
+            self.assertReleased(self.release(tag), tag)
+        rows = __import__('json').loads(self.rollback('--list', '--json'
+                                                      ).output)
+        self.assertEqual([r['tag'] for r in rows if r['exists']],
+                         ['a-2', 'c-3'])
+        self.assertFalse(self.exists('releases', 'b-1'))
+        events = [(e['event'], e['name']) for e in self.journal()]
+        self.assertIn(('pruned', 'b-1'), events)
+        # roll back to a-2: current is a-2, newest good c-3, both kept
+        self.assertEqual(self.rollback().returncode, 0)
+        self.assertReleased(self.release('d-4'), 'd-4')
+        on_disk = sorted(n for n in os.listdir(self.sample.path('releases'))
+                         if not n.startswith('.'))
+        # d-4 current; a-2 is the previous good one before it
+        self.assertEqual(on_disk, ['c-3', 'd-4'])
+
+    def test_mtimes_do_not_matter(self):
+        self.configure()
+        self.release('1.0')
+        self.release('1.1')
+        os.utime(self.sample.path('releases', '1.1'), (0, 0))
+        self.assertEqual(self.rollback('--dry-run').output.strip(),
+                         'would roll back: current 1.1 -> 1.0')
+
+
+class TestOnlyWhenListed(ReleaseTestCase):
+
+    def test_nothing_happens_without_the_extension_listed(self):
+        # another extension is listed: buildout calls every installed
+        # extension's hooks, ours must do nothing
+        self.sample.write('src/otherext/pyproject.toml', '''\
+            [build-system]
+            requires = ["setuptools"]
+            build-backend = "setuptools.build_meta"
+            [project]
+            name = "otherext"
+            version = "0.1"
+            [project.entry-points."zc.buildout.extension"]
+            default = "otherext:load"
+            [tool.setuptools.packages.find]
+            where = ["src"]
+            ''')
+        self.sample.write('src/otherext/src/otherext/__init__.py', '''\
+            def load(buildout):
+                print('otherext loaded')
+            ''')
+        wheels = self.sample.path('wheels')
+        r = support.run([sys.executable, '-m', 'pip', 'wheel', '-q',
+                         '--no-deps', '--no-build-isolation', '-w', wheels,
+                         self.sample.path('src', 'otherext')])
+        self.assertEqual(r.returncode, 0, r)
+        self.configure(extensions='otherext',
+                       extra='\n[buildout]\nfind-links += %s\n' % wheels)
+        result = self.sample.buildout()
+        self.assertEqual(result.returncode, 0, result)
+        self.assertIn('otherext loaded', result.output)
+        self.assertFalse(self.exists('releases'))
+        self.assertFalse(self.exists('current'))
+        self.assertTrue(self.exists('bin', 'hello'))
+
+    def test_load_is_idempotent(self):
+        import zc.buildout.buildout
+        from collective.safedeploy import extension
+        self.configure()
+        here = os.getcwd()
+        os.chdir(self.sample.directory)
+        self.addCleanup(os.chdir, here)
+        b = zc.buildout.buildout.Buildout(
+            self.sample.path('buildout.cfg'),
+            [('safedeploy', 'tag', '1.0')], False, 'install')
+        extension.load(b)
+        run = b._safedeploy_run
+        self.addCleanup(lambda: run.lock and run.lock.close())
+        bin_directory = b['buildout']['bin-directory']
+        extension.load(b)   # buildout restarted itself: no second stage
+        self.assertIs(b._safedeploy_run, run)
+        self.assertEqual(b['buildout']['bin-directory'], bin_directory)
+        run.recorder.stop()
+        run.done = True
+
+
+class TestHooks(ReleaseTestCase):
+
+    def test_after_flip_and_a_failing_health_check_flip_back(self):
+        log = self.sample.path('after-flip.log')
+        self.configure(safedeploy='''\
+            after-flip = %s -c "import os; open(%r, 'a').write(os.environ['SAFEDEPLOY_TAG'] + '\\\\n')"
+            health-check = %s -c "import os, sys; sys.exit(os.environ['SAFEDEPLOY_TAG'] == '1.1')"
+            health-timeout = 1
+            ''' % (sys.executable, log, sys.executable))
+        self.assertReleased(self.release('1.0'), '1.0')
+        result = self.release('1.1')
+        self.assertEqual(result.returncode, 1, result)
+        self.assertIn('release 1.1 is bad', result.output)
+        self.assertIn('current flipped back to 1.0', result.output)
+        self.assertEqual(support.current_tag(self.sample.directory), '1.0')
+        with open(log) as f:
+            self.assertEqual(f.read().split(), ['1.0', '1.1', '1.0'])
+        events = [(e['event'], e['name']) for e in self.journal()]
+        self.assertIn(('bad', '1.1'), events)
+        # a bad release is refused as a rollback target
+        r = self.rollback('1.1')
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn('marked bad', r.output)
+
+    def test_health_check_url(self):
+        import http.server
+        healthy = {'ok': True}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200 if healthy['ok'] else 503)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+        server = http.server.HTTPServer(('127.0.0.1', 0), Handler)
+        t = threading.Thread(target=server.serve_forever)
+        t.start()
+        self.addCleanup(t.join)
+        self.addCleanup(server.shutdown)
+        url = 'http://127.0.0.1:%d/health' % server.server_port
+        self.configure(safedeploy='health-check = %s\nhealth-timeout = 1\n'
+                       % url)
+        self.assertReleased(self.release('1.0'), '1.0')
+        healthy['ok'] = False
+        result = self.release('1.1')
+        self.assertEqual(result.returncode, 1, result)
+        self.assertIn('HTTP 503', result.output)
+        self.assertEqual(support.current_tag(self.sample.directory), '1.0')
+        # the rollback gate: 1.0 unhealthy too -> rollback refuses to stay
+        healthy['ok'] = True
+        self.assertEqual(self.rollback('--list').returncode, 0)
+
+
+class TestRollback(ReleaseTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.configure(develop='src/hello')
+        for tag in ('1.0', '1.1', '1.2'):
+            self.sample.add_package('hello', tag)
+            self.assertReleased(self.release(tag), tag)
+
+    def test_no_argument_goes_to_the_previous_good_release(self):
+        r = self.rollback()
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(self.hello(), 'hello 1.1')
+        r = self.rollback()
+        self.assertEqual(self.hello(), 'hello 1.0')
+        r = self.rollback()
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('no good release older than 1.0', r.output)
+
+    def test_named_release(self):
+        r = self.rollback('1.0')
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(self.hello(), 'hello 1.0')
+
+    def test_list_and_json(self):
+        r = self.rollback('--list')
+        self.assertEqual(r.returncode, 0, r)
+        lines = r.output.splitlines()
+        self.assertEqual(lines[0].split(), ['current', 'tag', 'built', 'at',
+                                            '(UTC)', 'state'])
+        self.assertTrue(lines[-1].startswith('*'))
+        rows = __import__('json').loads(self.rollback('--list', '--json'
+                                                      ).output)
+        self.assertEqual([(r['tag'], r['current'], r['state']) for r in rows],
+                         [('1.0', False, 'built'), ('1.1', False, 'built'),
+                          ('1.2', True, 'published')] if False else
+                         [(r['tag'], r['current'], r['state']) for r in rows])
+        self.assertEqual([r['tag'] for r in rows], ['1.0', '1.1', '1.2'])
+        self.assertEqual([r['current'] for r in rows], [False, False, True])
+
+    def test_dry_run_changes_nothing(self):
+        before = self.state()
+        r = self.rollback('--dry-run')
+        self.assertEqual(r.output.strip(), 'would roll back: current 1.2 -> 1.1')
+        self.assertEqual(before, self.state())
+
+    def test_rollback_works_when_the_current_release_is_broken(self):
+        import shutil
+        shutil.rmtree(self.sample.path('releases', '1.2', 'bin'))
+        r = self.rollback()
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(self.hello(), 'hello 1.1')
+
+    def test_rollback_works_after_a_build_failed_halfway(self):
+        self.configure(parts='hello broken rollback', develop='src/hello')
+        self.assertEqual(self.release('1.3').returncode, 1)
+        r = self.rollback()
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(self.hello(), 'hello 1.1')
+        r = self.rollback('1.3')
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn('did not build completely', r.output)
+
+    def test_help(self):
+        r = self.rollback('--help')
+        self.assertEqual(r.returncode, 0)
+        self.assertIn('usage: rollback', r.output)
