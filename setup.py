@@ -80,6 +80,9 @@ setup(
         'zc.buildout': [
             'rollback = collective.safedeploy.recipes:Rollback',
             'excluded = collective.safedeploy.recipes:Excluded',
+            'snapshot = collective.safedeploy.recipe_snapshot:Snapshot',
+            'evolve-copy = collective.safedeploy.recipe_evolve:EvolveCopy',
+            'index = collective.safedeploy.recipe_index:Recipe',
         ],
         'console_scripts': [
             'safedeploy-rollback = collective.safedeploy.rollback:main',
