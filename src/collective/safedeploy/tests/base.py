@@ -45,6 +45,10 @@ class ReleaseTestCase(unittest.TestCase):
             recipe = testrecipes:sleep
             seconds = 2
 
+            [slower]
+            recipe = testrecipes:sleep
+            seconds = 10
+
             [broken]
             recipe = testrecipes:fail
             message = the broken part fails on purpose

@@ -294,7 +294,7 @@ class TestLock(ReleaseTestCase):
     def test_a_second_run_fails_at_once_naming_the_holder(self):
         self.configure()
         self.release('1.0')
-        self.configure(parts='hello slow rollback')
+        self.configure(parts='hello slower rollback')
         p = subprocess.Popen(
             [support.BUILDOUT, 'safedeploy:tag=1.1'], cwd=self.sample.directory,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
