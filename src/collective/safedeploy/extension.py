@@ -344,9 +344,18 @@ def publish_index(settings, manifest, buildout):
 
 
 def take_snapshot(settings, buildout, gens):
+    """Snapshot the data just before the flip, named after the tag, and
+    pair the two in the journal (bin/rollback --with-data restores it)."""
     from . import snapshot
     part = settings.snapshot_before_flip
-    options = dict(buildout[part])
+    options = {k: v for k, v in buildout[part].items()
+               if k in ('backend', 'data', 'dataset', 'keep', 'files',
+                        'releases')}
+    # snapshots paired with kept releases are never pruned
+    options.setdefault('releases', settings.releases_directory)
     taken = snapshot.take_for_release(options, settings.tag)
     gens.journal.append('paired', name=settings.tag, snapshot=taken['name'],
-                        data=options.get('data'), backend=taken.get('backend'))
+                        backend=taken.get('backend'),
+                        last_tid=taken.get('last_tid'), options=options)
+    logger.info('snapshot %s of the data taken before the flip',
+                taken['name'])

@@ -93,8 +93,12 @@ def paired_snapshot(gens, tag):
 
 
 def restore_data(pair, discard_writes):
+    """The data back to the snapshot taken just before ``pair``'s release
+    was flipped in.  Refuses (nothing changed) when that would discard
+    transactions committed since, unless ``discard_writes``."""
     from . import snapshot
-    snapshot.restore_paired(pair, discard_writes=discard_writes)
+    snapshot.restore(pair['options'], pair['snapshot'],
+                     discard_writes=discard_writes)
 
 
 def main(argv=None, releases_directory=None, current=None,
