@@ -20,7 +20,8 @@ class ReleaseTestCase(unittest.TestCase):
         support.add_test_recipes(self.sample)
 
     def configure(self, parts=None, safedeploy=None, extra=None,
-                  develop='', extensions='collective.safedeploy'):
+                  develop='', extensions='collective.safedeploy',
+                  says=None):
         """``develop``: e.g. 'src/hello' to use the source of hello (and
         freeze it) instead of its wheel."""
         body = textwrap.dedent('''\
@@ -37,6 +38,7 @@ class ReleaseTestCase(unittest.TestCase):
             [hello]
             recipe = zc.recipe.egg
             eggs = hello
+            %s
 
             [rollback]
             recipe = collective.safedeploy:rollback
@@ -56,7 +58,9 @@ class ReleaseTestCase(unittest.TestCase):
             extensions, develop, support.built_wheels(),
             parts if parts is not None else self.parts,
             textwrap.dedent(safedeploy if safedeploy is not None
-                            else self.safedeploy).replace('\n', '\n'),
+                            else self.safedeploy),
+            # bin/hello first says this: tells releases apart, no develop
+            "initialization = print('%s')" % says if says else '',
             )
         body += textwrap.dedent(extra if extra is not None else self.extra)
         self.sample.write_config(body)

@@ -482,17 +482,19 @@ class TestRollback(ReleaseTestCase):
 
     def setUp(self):
         super().setUp()
-        self.configure(develop='src/hello')
         for tag in ('1.0', '1.1', '1.2'):
-            self.sample.add_package('hello', tag)
+            self.configure(says=tag)
             self.assertReleased(self.release(tag), tag)
+
+    def hello(self, where='current'):
+        return super().hello(where).splitlines()[0]
 
     def test_no_argument_goes_to_the_previous_good_release(self):
         r = self.rollback()
         self.assertEqual(r.returncode, 0, r)
-        self.assertEqual(self.hello(), 'hello 1.1')
+        self.assertEqual(self.hello(), '1.1')
         r = self.rollback()
-        self.assertEqual(self.hello(), 'hello 1.0')
+        self.assertEqual(self.hello(), '1.0')
         r = self.rollback()
         self.assertEqual(r.returncode, 1)
         self.assertIn('no good release older than 1.0', r.output)
@@ -500,7 +502,7 @@ class TestRollback(ReleaseTestCase):
     def test_named_release(self):
         r = self.rollback('1.0')
         self.assertEqual(r.returncode, 0, r)
-        self.assertEqual(self.hello(), 'hello 1.0')
+        self.assertEqual(self.hello(), '1.0')
 
     def test_list_and_json(self):
         r = self.rollback('--list')
@@ -529,14 +531,14 @@ class TestRollback(ReleaseTestCase):
         shutil.rmtree(self.sample.path('releases', '1.2', 'bin'))
         r = self.rollback()
         self.assertEqual(r.returncode, 0, r)
-        self.assertEqual(self.hello(), 'hello 1.1')
+        self.assertEqual(self.hello(), '1.1')
 
     def test_rollback_works_after_a_build_failed_halfway(self):
-        self.configure(parts='hello broken rollback', develop='src/hello')
+        self.configure(parts='hello broken rollback')
         self.assertEqual(self.release('1.3').returncode, 1)
         r = self.rollback()
         self.assertEqual(r.returncode, 0, r)
-        self.assertEqual(self.hello(), 'hello 1.1')
+        self.assertEqual(self.hello(), '1.1')
         r = self.rollback('1.3')
         self.assertNotEqual(r.returncode, 0)
         self.assertIn('did not build completely', r.output)
