@@ -130,12 +130,17 @@ class Run:
             install_shared_parts(s)
         dists = self.recorder.distributions() if self.recorder else []
         raw = {k: dict(v) for k, v in self.buildout._raw.items()}
-        extra = {}
-        manifest = release.publish(s, self.path, raw, dists, parts, extra)
+        manifest = release.describe(s, self.path, raw, dists, parts)
         if s.index != 'off':
+            # before the release is complete: a required index that cannot
+            # be built leaves it unpublished, and the tag can be rebuilt
             publish_index(s, manifest, self.buildout)
+        taken = None
         if s.snapshot_before_flip:
-            take_snapshot(s, self.buildout, gens)
+            taken = take_snapshot(s, self.buildout)
+        release.publish(s, manifest)
+        if taken is not None:
+            gens.journal.append('paired', **taken)
         release.flip(gens, s.tag, s.hooks(), s.buildout_directory)
         self.done = True
         release.finish(s)
@@ -343,9 +348,10 @@ def publish_index(settings, manifest, buildout):
         publisher(settings, manifest, buildout)
 
 
-def take_snapshot(settings, buildout, gens):
-    """Snapshot the data just before the flip, named after the tag, and
-    pair the two in the journal (bin/rollback --with-data restores it)."""
+def take_snapshot(settings, buildout):
+    """Snapshot the data just before the flip, named after the tag.
+    Returns the journal entry pairing the two (bin/rollback --with-data
+    restores that snapshot)."""
     from . import snapshot
     part = settings.snapshot_before_flip
     options = {k: v for k, v in buildout[part].items()
@@ -354,8 +360,8 @@ def take_snapshot(settings, buildout, gens):
     # snapshots paired with kept releases are never pruned
     options.setdefault('releases', settings.releases_directory)
     taken = snapshot.take_for_release(options, settings.tag)
-    gens.journal.append('paired', name=settings.tag, snapshot=taken['name'],
-                        backend=taken.get('backend'),
-                        last_tid=taken.get('last_tid'), options=options)
     logger.info('snapshot %s of the data taken before the flip',
                 taken['name'])
+    return dict(name=settings.tag, snapshot=taken['name'],
+                backend=taken.get('backend'), last_tid=taken.get('last_tid'),
+                options=options)

@@ -49,6 +49,9 @@ DEFAULTS = {
     'rebuild': 'false',
     'snapshot-before-flip': '',
     'index': 'required',
+    'indexes-directory': '${buildout:directory}/indexes',
+    'pool-directory': '${buildout:directory}/pool',
+    'index-fetch': 'false',
 }
 
 # what a release holds besides what the parts write
@@ -279,9 +282,9 @@ def configuration_hash(raw):
     return hashlib.sha256(canonical.encode('utf-8')).hexdigest()
 
 
-def publish(settings, release_path, configuration, distributions, parts,
-            extra=None):
-    """Write the manifest: the release is complete from here on."""
+def describe(settings, release_path, configuration, distributions, parts,
+             extra=None):
+    """The release's manifest (not yet written) and its effective.cfg."""
     import getpass as _g
     try:
         user = _g.getuser()
@@ -301,6 +304,11 @@ def publish(settings, release_path, configuration, distributions, parts,
     manifest.update(extra or {})
     fsutil.atomic_write(os.path.join(release_path, 'effective.cfg'),
                         dump_configuration(configuration))
+    return manifest
+
+
+def publish(settings, manifest):
+    """Write the manifest: the release is complete from here on."""
     manifest = releases(settings).complete(settings.tag, manifest)
     logger.info('publish: release %s is complete', settings.tag)
     return manifest

@@ -21,7 +21,9 @@ class ReleaseTestCase(unittest.TestCase):
 
     def configure(self, parts=None, safedeploy=None, extra=None,
                   develop='', extensions='collective.safedeploy',
-                  says=None):
+                  says=None, index='off'):
+        """``index``: the package index of each release is tested on its
+        own (test_index*), so it is off by default here."""
         """``develop``: e.g. 'src/hello' to use the source of hello (and
         freeze it) instead of its wheel."""
         body = textwrap.dedent('''\
@@ -31,8 +33,7 @@ class ReleaseTestCase(unittest.TestCase):
             parts = %s
 
             [safedeploy]
-            # the package index of each release is tested on its own
-            index = off
+            index = %s
             %s
 
             [hello]
@@ -56,7 +57,7 @@ class ReleaseTestCase(unittest.TestCase):
             message = the broken part fails on purpose
             ''') % (
             extensions, develop, support.built_wheels(),
-            parts if parts is not None else self.parts,
+            parts if parts is not None else self.parts, index,
             textwrap.dedent(safedeploy if safedeploy is not None
                             else self.safedeploy),
             # bin/hello first says this: tells releases apart, no develop
