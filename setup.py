@@ -58,6 +58,10 @@ setup(
         'zc.buildout>=5',
         'zc.recipe.egg>=2.0.6',
         'zc.lockfile>=2.0',
+        # the package index of each release (index.py, compozeshim.py)
+        'compoze==1.0',
+        'pkginfo>=1.10',
+        'packaging',
     ],
     extras_require={
         'zodb': [
@@ -86,6 +90,7 @@ setup(
         ],
         'console_scripts': [
             'safedeploy-rollback = collective.safedeploy.rollback:main',
+            'safedeploy-index = collective.safedeploy.index:main',
         ],
     },
 )
