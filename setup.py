@@ -91,6 +91,7 @@ setup(
         'console_scripts': [
             'safedeploy-rollback = collective.safedeploy.rollback:main',
             'safedeploy-index = collective.safedeploy.index:main',
+            'safedeploy-snapshot = collective.safedeploy.snapshot:main',
         ],
     },
 )

@@ -1,0 +1,286 @@
+"""Benchmark bin/snapshot against its baselines, measured in the same run.
+
+    .venv/bin/python benchmarks/snapshot.py [--size-mib 400] [--blobs 3000]
+
+On generated data (a Data.fs of --size-mib with history, --blobs blobs of
+~100 KiB):
+
+1. copy backend create  vs  ``cp Data.fs`` + ``cp -al blobstorage``
+   (target: at most 1.15x);
+2. copy backend create  vs  collective.recipe.backup's snapshotbackup
+   (target: at least 20x faster);
+3. restore (copy, btrfs)  vs  collective.recipe.backup's snapshotrestore
+   (target: at least 20x faster);
+4. zfs and btrfs create at 1x and 2x the data (target: under 1 s).
+
+collective.recipe.backup (and rsync) must be installed for 2 and 3;
+btrfs needs root, btrfs-progs and loop devices; zfs needs zfs-fuse.
+Parts that cannot run are reported as skipped.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'src'))
+
+from collective.safedeploy import snapshot  # noqa: E402
+
+
+def generate(root, size_mib, blobs, blob_kib=100):
+    """Data.fs of ``size_mib`` (objects rewritten: history) and ``blobs``
+    blobs in ``root/filestorage``, ``root/blobstorage``."""
+    import transaction
+    import ZODB
+    from BTrees.OOBTree import OOBTree
+    from ZODB.blob import Blob
+    from ZODB.FileStorage import FileStorage
+    os.makedirs(os.path.join(root, 'filestorage'))
+    db = ZODB.DB(FileStorage(os.path.join(root, 'filestorage', 'Data.fs'),
+                             blob_dir=os.path.join(root, 'blobstorage')))
+    conn = db.open()
+    r = conn.root()
+    r['items'], r['blobs'] = OOBTree(), OOBTree()
+    transaction.commit()
+    chunk = 128 << 10
+    text = os.urandom(chunk // 2).hex().encode()   # compresses like text
+    fs = os.path.join(root, 'filestorage', 'Data.fs')
+    i = 0
+    while os.path.getsize(fs) < size_mib << 20:
+        for j in range(8):
+            i += 1
+            r['items']['k%d' % (i % 400)] = text[j:] + b'%d' % i
+        transaction.commit()
+        db.cacheMinimize()
+    for i in range(blobs):
+        b = Blob()
+        with b.open('w') as f:
+            f.write(os.urandom(blob_kib << 10))
+        r['blobs']['b%d' % i] = b
+        if i % 100 == 99:
+            transaction.commit()
+    transaction.commit()
+    conn.close()
+    db.close()
+
+
+def timed(function, *args, **kw):
+    t = time.perf_counter()
+    function(*args, **kw)
+    return time.perf_counter() - t
+
+
+def median(function, repeat):
+    return statistics.median(function(i) for i in range(repeat))
+
+
+def cp_baseline(data, work, i):
+    gen = os.path.join(data, 'current')
+    target = os.path.join(work, 'cp-%d' % i)
+    os.makedirs(target)
+    t = time.perf_counter()
+    subprocess.run(['cp', os.path.join(gen, 'filestorage', 'Data.fs'),
+                    os.path.join(target, 'Data.fs')], check=True)
+    subprocess.run(['cp', '-al', os.path.join(gen, 'blobstorage'),
+                    os.path.join(target, 'blobstorage')], check=True)
+    fd = os.open(os.path.join(target, 'Data.fs'), os.O_RDONLY)
+    os.fsync(fd)        # the snapshot is fsynced too: like for like
+    os.close(fd)
+    elapsed = time.perf_counter() - t
+    subprocess.run(['rm', '-rf', target])
+    return elapsed
+
+
+def crb_storage(data, backups):
+    gen = os.path.realpath(os.path.join(data, 'current'))
+    return dict(
+        storage='1', datafs=os.path.join(gen, 'filestorage', 'Data.fs'),
+        blobdir=os.path.join(gen, 'blobstorage'),
+        backup_location=os.path.join(backups, 'backups'),
+        snapshot_location=os.path.join(backups, 'snapshotbackups'),
+        zip_location=os.path.join(backups, 'zipbackups'),
+        blob_backup_location=os.path.join(backups, 'blobstoragebackups'),
+        blob_snapshot_location=os.path.join(backups, 'blobstoragesnapshots'),
+        blob_zip_location=os.path.join(backups, 'blobstoragezips'))
+
+
+def crb(data, work):
+    """(snapshotbackup seconds, snapshotrestore seconds) of
+    collective.recipe.backup with its defaults, or None."""
+    try:
+        from collective.recipe.backup import main as crbmain
+    except ImportError:
+        return None
+    bin_dir = os.path.dirname(sys.executable)
+    if not os.path.exists(os.path.join(bin_dir, 'repozo')) or \
+            shutil.which('rsync') is None:
+        return None
+    backups = os.path.join(work, 'crb')
+    storage = crb_storage(data, backups)
+    for key in ('snapshot_location', 'blob_snapshot_location'):
+        os.makedirs(storage[key], exist_ok=True)
+    kw = dict(verbose=False, backup_blobs=True, only_blobs=False,
+              use_rsync=True, no_prompt=True, blob_timestamps=True)
+    backup = timed(crbmain.snapshot_main, bin_dir, storage, keep=2,
+                   full=True, keep_blob_days=14, **kw)
+    argv, sys.argv = sys.argv, ['snapshotrestore']   # it reads a date here
+    try:
+        restore = timed(crbmain.snapshot_restore_main, bin_dir, storage,
+                        **kw)
+    finally:
+        sys.argv = argv
+    return backup, restore
+
+
+def copy_backend(data, work, repeat):
+    options = dict(data=data, backend='copy', keep='0')
+    create = median(lambda i: timed(snapshot.create, options, 'c%d' % i),
+                    repeat)
+    baseline = median(lambda i: cp_baseline(data, work, i), repeat)
+    restore = median(lambda i: timed(snapshot.restore, options, 'c0',
+                                     discard_writes=True), repeat)
+    return create, baseline, restore
+
+
+def btrfs(data_src, work, repeat, image_gib=8):
+    if os.geteuid() != 0 or shutil.which('mkfs.btrfs') is None:
+        return None
+    image = os.path.join(work, 'btrfs.img')
+    mnt = os.path.join(work, 'btrfs')
+    os.makedirs(mnt)
+    subprocess.run(['truncate', '-s', '%dG' % image_gib, image], check=True)
+    subprocess.run(['mkfs.btrfs', '-q', image], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(['mount', '-o', 'loop', image, mnt], check=True)
+    try:
+        results = []
+        for n, src in enumerate(data_src):
+            data = os.path.join(mnt, 'data%d' % n)
+            subprocess.run(['btrfs', 'subvolume', 'create', data],
+                           check=True, stdout=subprocess.DEVNULL)
+            for part in ('filestorage', 'blobstorage'):
+                subprocess.run(['cp', '-a', os.path.join(src, part), data],
+                               check=True)
+            snapshot.adopt(dict(data=data))
+            options = dict(data=data, backend='btrfs', keep='0')
+            create = median(lambda i: timed(
+                snapshot.create, options, 'b%d' % i), repeat)
+            restore = median(lambda i: timed(
+                snapshot.restore, options, 'b0', discard_writes=True),
+                repeat) if n == 0 else None
+            results.append((create, restore))
+        return results
+    finally:
+        subprocess.run(['umount', mnt])
+
+
+def zfs(data_src, work, repeat, image_gib=6):
+    if os.geteuid() != 0 or shutil.which('zpool') is None:
+        return None
+    if subprocess.run(['zpool', 'list'], stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL).returncode:
+        return None   # zfs-fuse not running
+    pool = 'sdbench%d' % os.getpid()
+    image = os.path.join(work, 'zfs.img')
+    subprocess.run(['truncate', '-s', '%dG' % image_gib, image], check=True)
+    subprocess.run(['zpool', 'create', '-o', 'cachefile=none', '-m', 'none',
+                    pool, image], check=True)
+    try:
+        results = []
+        for n, src in enumerate(data_src):
+            data = os.path.join(work, 'zfs%d' % n)
+            os.makedirs(data)
+            subprocess.run(['zfs', 'create', '-o', 'mountpoint=%s' % data,
+                            '%s/d%d' % (pool, n)], check=True)
+            for part in ('filestorage', 'blobstorage'):
+                subprocess.run(['cp', '-a', os.path.join(src, part), data],
+                               check=True)
+            snapshot.adopt(dict(data=data))
+            options = dict(data=data, backend='zfs', keep='0',
+                           dataset='%s/d%d' % (pool, n))
+            create = median(lambda i: timed(
+                snapshot.create, options, 'z%d' % i), repeat)
+            results.append(create)
+            subprocess.run(['zfs', 'unmount', '%s/d%d' % (pool, n)])
+        return results
+    finally:
+        for _ in range(50):
+            if subprocess.run(['zpool', 'destroy', '-f', pool]).returncode \
+                    == 0:
+                break
+            time.sleep(0.2)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--size-mib', type=int, default=400)
+    p.add_argument('--blobs', type=int, default=3000)
+    p.add_argument('--repeat', type=int, default=3)
+    p.add_argument('--work', default=None,
+                   help='a directory with room for ~4x the data')
+    p.add_argument('--no-double', action='store_true',
+                   help='skip the 2x data size runs')
+    args = p.parse_args()
+    work = tempfile.mkdtemp(prefix='safedeploy-bench-', dir=args.work)
+    try:
+        src = os.path.join(work, 'src1')
+        t = timed(generate, src, args.size_mib, args.blobs)
+        size = os.path.getsize(os.path.join(src, 'filestorage', 'Data.fs'))
+        print('generated Data.fs %.0f MiB + %d blobs of 100 KiB in %.1f s'
+              % (size / 2 ** 20, args.blobs, t))
+        sources = [src]
+        if not args.no_double:
+            src2 = os.path.join(work, 'src2')
+            generate(src2, args.size_mib * 2, args.blobs * 2)
+            sources.append(src2)
+
+        data = os.path.join(work, 'copy')
+        os.makedirs(data)
+        for part in ('filestorage', 'blobstorage'):
+            subprocess.run(['cp', '-a', os.path.join(src, part), data],
+                           check=True)
+        snapshot.adopt(dict(data=data))
+        create, baseline, restore = copy_backend(data, work, args.repeat)
+        print('copy backend create      %7.3f s   cp + cp -al %7.3f s   '
+              'ratio %.2fx (target <= 1.15x)' % (create, baseline,
+                                                   create / baseline))
+        crb_times = crb(data, work)
+        if crb_times is None:
+            print('collective.recipe.backup: skipped (not installed, or no '
+                  'repozo/rsync)')
+        else:
+            print('c.r.backup snapshotbackup %6.3f s   copy backend %.3f s  '
+                  ' %.1fx faster (target >= 20x)' % (
+                      crb_times[0], create, crb_times[0] / create))
+            print('c.r.backup snapshotrestore %5.3f s   copy restore %.3f s  '
+                  ' %.1fx faster (target >= 20x)' % (
+                      crb_times[1], restore, crb_times[1] / restore))
+        bt = btrfs(sources, work, args.repeat)
+        if bt is None:
+            print('btrfs: skipped (needs root and btrfs-progs)')
+        else:
+            for n, (c, r) in enumerate(bt):
+                print('btrfs create (%dx data)  %7.3f s (target < 1 s)'
+                      % (n + 1, c))
+            if crb_times:
+                print('c.r.backup snapshotrestore %5.3f s   btrfs restore '
+                      '%.3f s   %.1fx faster (target >= 20x)' % (
+                          crb_times[1], bt[0][1], crb_times[1] / bt[0][1]))
+        z = zfs(sources, work, args.repeat)
+        if z is None:
+            print('zfs: skipped (needs root and a running zfs-fuse)')
+        else:
+            for n, c in enumerate(z):
+                print('zfs create (%dx data)    %7.3f s (target < 1 s)'
+                      % (n + 1, c))
+    finally:
+        subprocess.run(['rm', '-rf', work])
+
+
+if __name__ == '__main__':
+    main()

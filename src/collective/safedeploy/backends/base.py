@@ -1,0 +1,127 @@
+"""What every backend shares: the data root, the lock, and restoring a
+snapshot as a new data generation."""
+import datetime
+import logging
+import os
+
+from .. import zodbcopy
+from ..datagen import DataRoot
+from ..errors import NotFound
+from ..errors import Refused
+
+logger = logging.getLogger('collective.safedeploy')
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec='microseconds')
+
+
+def disk_usage(root):
+    """(apparent size, bytes held only by this tree) of a directory tree:
+    a hard-linked blob shared with production holds nothing extra."""
+    size = held = 0
+    for directory, dirs, files in os.walk(root):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(directory, name))
+            except OSError:
+                continue
+            size += st.st_size
+            if st.st_nlink == 1:
+                held += st.st_blocks * 512
+    return size, held
+
+
+class Backend:
+
+    name = None
+
+    def __init__(self, config):
+        self.config = config
+        self.root = DataRoot(config.data, config.files)
+
+    # -- to implement ------------------------------------------------------
+
+    def check(self):
+        """Raise when the data root is unsuitable for this backend."""
+
+    def create(self, name, release=None):
+        raise NotImplementedError
+
+    def snapshots(self):
+        """Info dicts of the complete snapshots, oldest first."""
+        raise NotImplementedError
+
+    def restore(self, name, force=False, discard_writes=False):
+        raise NotImplementedError
+
+    def destroy(self, name):
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------
+
+    def lock(self):
+        return self.root.lock()
+
+    def info(self, name):
+        for row in self.snapshots():
+            if row['name'] == name:
+                return row
+        raise NotFound('no snapshot %s of %s; bin/snapshot --list shows the '
+                       'ones there are' % (name, self.config.data))
+
+    def exists(self, name):
+        return any(r['name'] == name for r in self.snapshots())
+
+    def refuse_existing(self, name):
+        if self.exists(name):
+            raise Refused('snapshot %s exists already; choose another name '
+                          'or destroy it first' % name)
+
+    def refuse_running(self):
+        running = self.root.running()
+        if running:
+            raise Refused(
+                '%s is in use (a process holds %s.lock); stop the site, '
+                'then restore' % (running[0], running[0]))
+
+    def discarded(self, info):
+        """Transactions committed to the current data after the snapshot
+        (what a restore would discard)."""
+        current = self.root.current_path()
+        total = 0
+        for entry in info.get('storages', []):
+            fs = os.path.join(current, entry['fs'])
+            if os.path.exists(fs):
+                total += zodbcopy.count_transactions_after(
+                    fs, zodbcopy.tid_bytes(entry.get('last_tid')))
+        return total
+
+    def refuse_discarding(self, name, count, discard_writes, keeper):
+        if count and not discard_writes:
+            raise Refused(
+                'restoring %s would discard %d transaction(s) committed '
+                'after it; run again with --discard-writes to restore anyway '
+                '(they are kept in %s)' % (name, count, keeper))
+
+    def restore_as_generation(self, name, info, source, force=False,
+                              discard_writes=False, link_from=None):
+        """A new data generation made from ``source`` (the snapshot's copy
+        of the data) and flipped in; the replaced one is kept."""
+        with self.lock():
+            self.refuse_running()
+            current = self.root.current_name()
+            count = self.discarded(info)
+            self.refuse_discarding(name, count, discard_writes,
+                                   'data generation %s' % current)
+            generation = self.root.new_generation(
+                source=source, flip=True, hints=info.get('storages', []),
+                event='restored', snapshot=name, discarded=count,
+                replaced=current, link_from=link_from)
+            logger.info('restored snapshot %s as data generation %s '
+                        '(generation %s kept, %d transaction(s) in it after '
+                        'the snapshot)', name, generation, current, count)
+            return dict(name=name, backend=self.name, generation=generation,
+                        replaced=current, discarded=count,
+                        last_tid=info.get('last_tid'))

@@ -1,0 +1,388 @@
+"""The data root: a site's data in numbered generations behind a link.
+
+::
+
+    DATA/generations/1/filestorage/Data.fs      (the files keep their
+    DATA/generations/1/blobstorage/...           relative paths)
+    DATA/generations/2/...
+    DATA/current -> generations/2
+
+The site's configuration points through the link
+(``DATA/current/filestorage/Data.fs``).  A generation that is not current
+is never modified; replacing the current one is an atomic flip of the
+link, exactly like releases (:class:`~collective.safedeploy.generations.
+Generations` does both).
+
+What a generation holds is configured by ``files``, one entry a line,
+relative to a generation:
+
+- ``filestorage/Data.fs blobstorage`` -- a FileStorage and its blob
+  directory: Data.fs is copied up to its last committed transaction,
+  blobs are hard-linked, and the copy is verified;
+- ``filestorage/Data.fs`` -- a FileStorage without blobs;
+- any other path -- a file or directory copied as it is.
+"""
+import errno
+import logging
+import os
+
+import zc.lockfile
+
+from . import fsutil
+from . import zodbcopy
+from .errors import ConfigurationError
+from .errors import NotFound
+from .errors import Refused
+from .generations import Generations
+
+logger = logging.getLogger('collective.safedeploy')
+
+DEFAULT_FILES = 'filestorage/Data.fs blobstorage'
+GENERATIONS = 'generations'
+CURRENT = 'current'
+
+
+class Storage:
+    """One configured entry of ``files``."""
+
+    def __init__(self, fs=None, blobs=None, other=None):
+        self.fs = fs          # relative path of a Data.fs, or None
+        self.blobs = blobs    # relative path of its blob directory
+        self.other = other    # relative path of anything else
+
+    @property
+    def paths(self):
+        return [p for p in (self.fs, self.blobs, self.other) if p]
+
+    def __repr__(self):
+        return '<Storage %s>' % ' '.join(self.paths)
+
+
+def parse_files(text):
+    """``files`` option text (or a list of lines) -> list of Storage."""
+    if text is None:
+        text = DEFAULT_FILES
+    lines = text.splitlines() if isinstance(text, str) else list(text)
+    result = []
+    for line in lines:
+        words = line.split()
+        if not words:
+            continue
+        for w in words:
+            if os.path.isabs(w) or '..' in w.split('/') or w in ('.', ''):
+                raise ConfigurationError(
+                    'files: %r must be a path relative to a generation '
+                    '(e.g. filestorage/Data.fs)' % w)
+        if words[0].endswith('.fs'):
+            if len(words) > 2:
+                raise ConfigurationError(
+                    'files: %r has more than a Data.fs and its blob '
+                    'directory; put one entry on each line' % line.strip())
+            result.append(Storage(fs=words[0],
+                                  blobs=words[1] if len(words) > 1 else None))
+        else:
+            result.extend(Storage(other=w) for w in words)
+    if not result:
+        raise ConfigurationError('files is empty; name at least the '
+                                 'Data.fs, e.g. "%s"' % DEFAULT_FILES)
+    return result
+
+
+def lock_held(fs_path):
+    """True when a process holds ``Data.fs.lock`` (a running site)."""
+    lock_path = fs_path + '.lock'
+    if not os.path.exists(lock_path):
+        return False
+    try:
+        lock = zc.lockfile.LockFile(lock_path)
+    except zc.lockfile.LockError:
+        return True
+    lock.close()
+    return False
+
+
+class DataRoot:
+    """``DATA`` with ``generations/`` and ``current``."""
+
+    def __init__(self, path, files=None):
+        self.path = os.path.abspath(path)
+        self.storages = parse_files(files)
+        self.generations = Generations(
+            os.path.join(self.path, GENERATIONS),
+            os.path.join(self.path, CURRENT),
+            kind='data generation', what='generation')
+
+    # -- where things are --------------------------------------------------
+
+    def current_name(self):
+        return self.generations.current_name()
+
+    def current_path(self):
+        name = self.current_name()
+        if name is None:
+            raise NotFound(
+                '%s has no current data generation (no %s link); move the '
+                'existing data into it with bin/snapshot --adopt' % (
+                    self.path, os.path.join(self.path, CURRENT)))
+        return self.generations.path(name)
+
+    def lock(self, what='a snapshot, restore or adopt of this data'):
+        return self.generations.lock(what)
+
+    def next_name(self):
+        numbers = [0]
+        for name in set(self.generations.on_disk()) | set(
+                e.get('name') for e in self.generations.journal.entries()
+                if e.get('name')):
+            if str(name).isdigit():
+                numbers.append(int(name))
+        return str(max(numbers) + 1)
+
+    def file_storages(self, root):
+        """(fs path, blob dir or None) of each FileStorage under ``root``."""
+        return [(os.path.join(root, s.fs),
+                 os.path.join(root, s.blobs) if s.blobs else None)
+                for s in self.storages if s.fs]
+
+    def running(self, root=None):
+        """The Data.fs files under ``root`` (default: the current
+        generation) a process has open for writing."""
+        root = root or self.current_path()
+        return [fs for fs, _ in self.file_storages(root) if lock_held(fs)]
+
+    # -- copying a consistent generation -----------------------------------
+
+    def copy_data(self, source, target, hints=(), progress=None,
+                  link_from=None):
+        """Copy the configured files of ``source`` into ``target`` (a new,
+        empty directory), consistent while ``source`` is being written;
+        verify the copy.  Returns the manifest entries describing it.
+
+        ``hints``: entries of earlier manifests; when one still describes
+        a prefix of a source Data.fs, only transactions after it have their
+        blobs checked (its blobs were checked when it was taken).
+        """
+        entries = []
+        # Data.fs files first, then blobs: a blob file exists before the
+        # commit that records it
+        prefixes = {}
+        for s in self.storages:
+            if not s.fs:
+                continue
+            src = os.path.join(source, s.fs)
+            dst = os.path.join(target, s.fs)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            prefixes[s.fs] = zodbcopy.copy_prefix(src, dst, progress)
+        for s in self.storages:
+            if s.blobs:
+                zodbcopy.link_blobs(
+                    os.path.join(source, s.blobs),
+                    os.path.join(target, s.blobs),
+                    alternative=os.path.join(link_from, s.blobs)
+                    if link_from else None)
+            if s.other:
+                src = os.path.join(source, s.other)
+                if not os.path.lexists(src):
+                    raise NotFound('%s does not exist; remove it from the '
+                                   '"files" option or create it' % src)
+                dst = os.path.join(target, s.other)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                if os.path.isdir(src) and not os.path.islink(src):
+                    zodbcopy.copy_tree_clone(src, dst)
+                else:
+                    zodbcopy._clone_file(src, dst)
+        for s in self.storages:
+            if not s.fs:
+                continue
+            src = os.path.join(source, s.fs)
+            prefix = prefixes[s.fs]
+            hint = best_hint(src, s.fs, hints)
+            blobs = os.path.join(target, s.blobs) if s.blobs else None
+            if blobs:
+                zodbcopy.prepare_blob_dir(blobs)
+            checked = zodbcopy.verify(
+                os.path.join(target, s.fs), blobs,
+                expected_tid=prefix.last_tid, write_index=True,
+                **since(hint))
+            st = os.stat(os.path.join(target, s.fs))
+            own = prefix._replace(inode=st.st_ino, device=st.st_dev)
+            entries.append(dict(
+                fs=s.fs, blobs=s.blobs, source=prefix.as_dict(),
+                copy=own.as_dict(), last_tid=zodbcopy.tid_hex(
+                    prefix.last_tid),
+                verified_since=zodbcopy.tid_hex(hint and hint.last_tid),
+                checked_transactions=checked['transactions'],
+                checked_blobs=checked['blobs']))
+        fsutil.fsync_directory(target)
+        return entries
+
+    def hints(self, extra=()):
+        """Manifest entries that may describe prefixes of current data."""
+        result = list(extra)
+        name = self.current_name()
+        if name is not None:
+            manifest = self.generations.manifest(name) or {}
+            result.extend(manifest.get('storages', []))
+        return result
+
+    def new_generation(self, source=None, flip=False, hints=(),
+                       event='published', link_from=None, **info):
+        """Make a new complete generation from ``source`` (a directory
+        holding the configured files; default: the current generation,
+        which may be in use) and, with ``flip``, make it current.
+        Call under :meth:`lock`.  Returns its name."""
+        gens = self.generations
+        gens.recover()
+        self.remove_unfinished_copies()
+        source = source or self.current_path()
+        name = self.next_name()
+        path = gens.stage(name, source=source, **info)
+        try:
+            entries = self.copy_data(source, path, self.hints(hints),
+                                     link_from=link_from)
+        except BaseException as e:
+            gens.mark_failed(name, str(e) or e.__class__.__name__)
+            raise
+        gens.complete(name, dict(info, source=source, storages=entries))
+        if flip:
+            gens.flip(name, event=event, **info)
+        return name
+
+    def remove_unfinished_copies(self):
+        """Remove generations a killed or failed copy left incomplete:
+        they were never current and hold nothing but copies.  (An
+        incomplete adopt holds the site's only data: it is kept.)"""
+        import json
+        from .generations import STAGING
+        gens = self.generations
+        for name in gens.on_disk():
+            if gens.is_complete(name):
+                continue
+            try:
+                with open(os.path.join(gens.path(name), STAGING)) as f:
+                    info = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if 'adopted_from' not in info and 'source' in info:
+                gens.discard(name, 'incomplete copy')
+
+    # -- adopting an existing layout ---------------------------------------
+
+    def top_level(self):
+        """The first path components of the configured files."""
+        seen = []
+        for s in self.storages:
+            for p in s.paths:
+                top = p.split('/')[0]
+                if top not in seen:
+                    seen.append(top)
+        return seen
+
+    def _refuse_adopt(self):
+        current = self.generations.current_name()
+        if current is not None:
+            raise Refused('%s is already in generations (current is '
+                          '%s); nothing to adopt' % (self.path, current))
+        for fs, _ in self.file_storages(self.path):
+            if lock_held(fs):
+                raise Refused(
+                    '%s is in use (a process holds %s.lock); stop the '
+                    'site, then run bin/snapshot --adopt again' % (fs, fs))
+
+    def adopt(self):
+        """Move ``DATA/filestorage``, ``DATA/blobstorage`` ... (the
+        configured files' top-level paths) into ``generations/1`` and point
+        ``current`` at it.  The site must be stopped.  Running it again
+        after it was killed finishes the job."""
+        gens = self.generations
+        self._refuse_adopt()     # before the lock: refused, nothing made
+        with self.lock('an adopt of this data'):
+            self._refuse_adopt()
+            name = '1'
+            path = gens.path(name)
+            resuming = os.path.isdir(path) and not gens.is_complete(name)
+            tops = self.top_level()
+            if not resuming:
+                if gens.on_disk():
+                    raise Refused(
+                        '%s already has generations but no current link; '
+                        'point %s at one of them' % (
+                            gens.directory, gens.current))
+                missing = [s.fs for s in self.storages if s.fs and not
+                           os.path.exists(os.path.join(self.path, s.fs))]
+                if missing:
+                    raise NotFound(
+                        'no %s to adopt; check the data and files options'
+                        % os.path.join(self.path, missing[0]))
+                gens.stage(name, adopted_from=self.path)
+            for top in tops:
+                src = os.path.join(self.path, top)
+                dst = os.path.join(path, top)
+                if os.path.lexists(src) and not os.path.lexists(dst):
+                    os.rename(src, dst)
+                    logger.info('moved %s to %s', src, dst)
+            fsutil.fsync_directory(self.path)
+            fsutil.fsync_directory(path)
+            entries = []
+            for s in self.storages:
+                if not s.fs:
+                    continue
+                fs = os.path.join(path, s.fs)
+                blobs = os.path.join(path, s.blobs) if s.blobs else None
+                if blobs:
+                    zodbcopy.prepare_blob_dir(blobs)
+                pos = zodbcopy.committed_end(fs)
+                checked = zodbcopy.verify(fs, blobs, expected_tid=None)
+                if checked['last_tid'] != pos.last_tid:
+                    raise Refused(
+                        '%s ends with an unfinished transaction; open it '
+                        'once with the site (it truncates it) and adopt '
+                        'again' % fs)
+                st = os.stat(fs)
+                prefix = zodbcopy.Prefix(
+                    st.st_ino, st.st_dev, pos.end, pos.last_tid,
+                    zodbcopy._first_tid_of(fs, pos.end))
+                entries.append(dict(
+                    fs=s.fs, blobs=s.blobs, copy=prefix.as_dict(),
+                    source=prefix.as_dict(),
+                    last_tid=zodbcopy.tid_hex(pos.last_tid),
+                    checked_transactions=checked['transactions'],
+                    checked_blobs=checked['blobs']))
+            gens.complete(name, dict(adopted_from=self.path,
+                                     storages=entries))
+            gens.flip(name, event='adopted')
+            return name
+
+
+def best_hint(src_fs, rel, hints):
+    """The newest earlier copy (a :class:`~collective.safedeploy.zodbcopy.
+    Prefix`) whose blobs were verified and which ``src_fs`` still extends:
+    only transactions after it need their blobs checked again.  None:
+    check them all."""
+    best = None
+    for entry in hints:
+        if entry.get('fs') != rel:
+            continue
+        for key in ('copy', 'source'):
+            d = entry.get(key)
+            if not d or not d.get('last_tid'):
+                continue
+            try:
+                prefix = zodbcopy.Prefix.from_dict(d)
+            except (KeyError, ValueError, TypeError):
+                continue
+            if (best is None or prefix.last_tid > best.last_tid) and \
+                    zodbcopy.still_prefix(src_fs, prefix):
+                best = prefix
+    return best
+
+
+def since(hint):
+    """verify() arguments for a hint from :func:`best_hint`."""
+    if hint is None:
+        return dict(since_tid=None, since_pos=None)
+    return dict(since_tid=hint.last_tid, since_pos=hint.end)
+
+
+def is_enospc(error):
+    return isinstance(error, OSError) and error.errno == errno.ENOSPC

@@ -1,0 +1,149 @@
+"""bin/snapshot with the copy backend, adopt, and bad inputs."""
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+from collective.safedeploy import snapshot
+from collective.safedeploy.tests import support
+from collective.safedeploy.tests import zodbsupport as zs
+from collective.safedeploy.tests.snapshotsupport import BackendContract
+from collective.safedeploy.tests.snapshotsupport import make_data_root
+from collective.safedeploy.tests.snapshotsupport import run_snapshot
+
+
+class CopyBackendTests(BackendContract, unittest.TestCase):
+
+    backend = 'copy'
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix='safedeploy-snapshot-')
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.data = make_data_root(os.path.join(self.dir, 'var'))
+        self.options = dict(data=self.data, backend='copy')
+
+    def snapshot_files(self, name):
+        path = os.path.join(self.data, 'snapshots', name)
+        return (os.path.join(path, 'filestorage', 'Data.fs'),
+                os.path.join(path, 'blobstorage'))
+
+    def test_blobs_are_hard_links_and_production_is_untouched(self):
+        before = zs.hash_tree(os.path.join(self.data, 'generations', '1'))
+        self.ok('s1')
+        fs, blobs = self.snapshot_files('s1')
+        for rel in __import__(
+                'collective.safedeploy.zodbcopy').safedeploy.zodbcopy.\
+                blob_files(blobs):
+            self.assertEqual(
+                os.stat(os.path.join(blobs, rel)).st_ino,
+                os.stat(os.path.join(self.current_blobs(), rel)).st_ino)
+        self.assertEqual(
+            zs.hash_tree(os.path.join(self.data, 'generations', '1')),
+            before)
+
+    def test_forced_btrfs_on_another_filesystem(self):
+        message = self.fails('--backend', 'btrfs')
+        self.assertIn('needs data = %s to be a btrfs subvolume' % self.data,
+                      message)
+
+    def test_zfs_dataset_that_does_not_exist(self):
+        message = self.fails('--backend', 'zfs', '--dataset',
+                             'nosuchpool/site')
+        self.assertTrue('no ZFS dataset nosuchpool/site' in message or
+                        'zfs command is not installed' in message, message)
+
+    def test_no_data_root(self):
+        code, out, err = run_snapshot(data=os.path.join(self.dir, 'nope'))
+        self.assertEqual(code, 1)
+        self.assertIn('bin/snapshot --adopt', err)
+
+    def test_help(self):
+        p = subprocess.run([support.sys.executable, '-c',
+                            'from collective.safedeploy.snapshot import main;'
+                            'main(["--help"])'],
+                           stdout=subprocess.PIPE, text=True)
+        self.assertEqual(p.returncode, 0)
+        self.assertIn('--restore NAME', p.stdout)
+
+
+class AdoptTests(unittest.TestCase):
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix='safedeploy-adopt-')
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.data = os.path.join(self.dir, 'var')
+        self.fs, self.blobs, self.last = zs.make_site_data(self.data)
+
+    def test_adopt_moves_the_data_into_generation_1(self):
+        before = zs.hash_tree(self.data)
+        code, out, err = run_snapshot('--adopt', data=self.data)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(os.readlink(os.path.join(self.data, 'current')),
+                         'generations/1')
+        moved = zs.hash_tree(os.path.join(self.data, 'generations', '1'),
+                             ignore=('tmp', 'Data.fs.index', 'Data.fs.lock',
+                                     'Data.fs.tmp',
+                                     'safedeploy-manifest.json'))
+        self.assertEqual(moved, before)
+        code, out, err = run_snapshot('--adopt', data=self.data)
+        self.assertEqual(code, 1)
+        self.assertIn('nothing to adopt', err)
+
+    def test_adopt_refuses_while_the_site_runs(self):
+        holder = zs.Holder(self.fs, self.blobs)
+        self.addCleanup(holder.stop)
+        before = sorted(os.listdir(self.data))
+        code, out, err = run_snapshot('--adopt', data=self.data)
+        self.assertEqual(code, 1)
+        self.assertIn('stop the site', err)
+        self.assertEqual(len(err.strip().splitlines()), 1)
+        self.assertEqual(sorted(os.listdir(self.data)), before)
+
+    def test_adopt_finishes_what_a_killed_adopt_left(self):
+        root = snapshot.DataRoot(self.data)
+        root.generations.stage('1', adopted_from=self.data)
+        os.rename(os.path.join(self.data, 'filestorage'),
+                  os.path.join(self.data, 'generations', '1', 'filestorage'))
+        code, out, err = run_snapshot('--adopt', data=self.data)
+        self.assertEqual(code, 0, err)
+        fs = os.path.join(self.data, 'current', 'filestorage', 'Data.fs')
+        self.assertEqual(zs.transaction_ids(fs)[-1], self.last)
+
+    def test_nothing_to_adopt(self):
+        code, out, err = run_snapshot('--adopt', data=os.path.join(
+            self.dir, 'empty'))
+        self.assertEqual(code, 1)
+        self.assertIn('no ', err)
+
+
+@support.skip_unless(os.geteuid() == 0, 'mounting a small tmpfs needs root')
+class FullDiskTests(unittest.TestCase):
+
+    def test_full_disk_changes_nothing(self):
+        self.dir = tempfile.mkdtemp(prefix='safedeploy-full-')
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=6m', 'tmpfs',
+                        self.dir], check=True)
+        self.addCleanup(subprocess.run, ['umount', '-l', self.dir])
+        data = make_data_root(os.path.join(self.dir, 'var'),
+                              transactions=200, blobs=4)
+        # fill the disk: less room left than one Data.fs
+        free = os.statvfs(self.dir)
+        size = os.path.getsize(os.path.join(
+            data, 'current', 'filestorage', 'Data.fs'))
+        with open(os.path.join(self.dir, 'filler'), 'wb') as f:
+            f.write(b'x' * (free.f_bavail * free.f_frsize - size // 2))
+        before = zs.hash_tree(data)
+        code, out, err = run_snapshot('big', data=data)
+        self.assertEqual(code, 1, out + err)
+        self.assertIn('No space left on device', err)
+        self.assertEqual(len(err.strip().splitlines()), 1)
+        after = zs.hash_tree(data)
+        ignore = lambda tree: {k: v for k, v in tree.items()
+                               if not k.startswith('snapshots')}
+        self.assertEqual(ignore(after), ignore(before))
+        self.assertFalse(os.path.exists(os.path.join(
+            data, 'snapshots', 'big')))
+        code, out, err = run_snapshot('--list', '--json', data=data)
+        self.assertEqual(out.strip(), '[]')
