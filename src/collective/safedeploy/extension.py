@@ -350,18 +350,31 @@ def publish_index(settings, manifest, buildout):
 
 def take_snapshot(settings, buildout):
     """Snapshot the data just before the flip, named after the tag.
-    Returns the journal entry pairing the two (bin/rollback --with-data
-    restores that snapshot)."""
-    from . import snapshot
+
+    The snapshot part's own script does it (bin/buildout's environment is
+    kept minimal and has no ZODB to verify the snapshot with).  Returns
+    the journal entry pairing the two: ``bin/rollback --with-data`` runs
+    the same script to restore it."""
+    import json
     part = settings.snapshot_before_flip
-    options = {k: v for k, v in buildout[part].items()
-               if k in ('backend', 'data', 'dataset', 'keep', 'files',
-                        'releases')}
-    # snapshots paired with kept releases are never pruned
-    options.setdefault('releases', settings.releases_directory)
-    taken = snapshot.take_for_release(options, settings.tag)
+    buildout[part]['recipe']  # installed already: its script exists
+    script = os.path.join(buildout['buildout']['bin-directory'], 'snapshot')
+    root_script = os.path.join(
+        buildout['buildout']['safedeploy-root-bin-directory'], 'snapshot')
+    if not os.path.exists(script):
+        raise release.ConfigurationError(
+            'safedeploy:snapshot-before-flip names %s, but the release has '
+            'no bin/snapshot; list the part in parts' % part)
+    p = subprocess.run([script, '--for-release', settings.tag],
+                       stdout=subprocess.PIPE, text=True)
+    if p.returncode:
+        raise release.Refused(
+            'the snapshot before flipping to %s failed (see above); current '
+            'was not changed' % settings.tag)
+    taken = json.loads(p.stdout)
     logger.info('snapshot %s of the data taken before the flip',
                 taken['name'])
-    return dict(name=settings.tag, snapshot=taken['name'],
-                backend=taken.get('backend'), last_tid=taken.get('last_tid'),
-                options=options)
+    data_of = release.releases(settings).current_name()
+    return {'name': settings.tag, 'snapshot': taken['name'],
+            'data-of': data_of, 'backend': taken.get('backend'),
+            'last_tid': taken.get('last_tid'), 'script': root_script}

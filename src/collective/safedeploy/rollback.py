@@ -70,35 +70,55 @@ def rollback(releases_directory, current, buildout_directory=None,
         pair = paired_snapshot(gens, target)
         if with_data and pair is None:
             raise release.Refused(
-                'release %s has no paired data snapshot; roll back the code '
-                'alone (without --with-data)' % target)
+                'no snapshot holds the data of release %s (none was taken '
+                'when the release after it was flipped in); roll back the '
+                'code alone, without --with-data' % target)
         if with_data:
             restore_data(pair, discard_writes)
         release.roll_back(gens, target,
                           buildout_directory=buildout_directory)
         print('rolled back: current %s -> %s' % (previous, target))
         if pair is not None and not with_data:
-            print('data was not touched; the snapshot paired with %s is %s '
-                  '(bin/rollback %s --with-data restores it)' % (
-                      target, pair['snapshot'], target))
+            print('data was not touched; snapshot %s holds the data as it '
+                  'was when %s was current (bin/rollback %s --with-data '
+                  'restores it)' % (pair['snapshot'], target, target))
     return 0
 
 
 def paired_snapshot(gens, tag):
+    """The newest snapshot holding the data as it was while ``tag`` was
+    current: taken just before a later release was flipped in
+    (safedeploy:snapshot-before-flip records it as ``data-of`` the release
+    it replaced)."""
     pair = None
     for entry in gens.journal.entries():
-        if entry['event'] == 'paired' and entry.get('name') == tag:
+        if (entry['event'] == 'paired' and entry.get('data-of') == tag
+                and entry.get('script')):
             pair = entry
     return pair
 
 
 def restore_data(pair, discard_writes):
     """The data back to the snapshot taken just before ``pair``'s release
-    was flipped in.  Refuses (nothing changed) when that would discard
-    transactions committed since, unless ``discard_writes``."""
-    from . import snapshot
-    snapshot.restore(pair['options'], pair['snapshot'],
-                     discard_writes=discard_writes)
+    was flipped in, by the snapshot part's own bin/snapshot.  It refuses
+    (nothing changed) when that would discard transactions committed
+    since, unless ``discard_writes``, and while the database runs."""
+    import subprocess
+    args = [pair['script'], '--restore', pair['snapshot']]
+    if discard_writes:
+        args.append('--discard-writes')
+    try:
+        p = subprocess.run(args, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    except OSError as e:
+        raise release.Refused('cannot run %s: %s; the code was not rolled '
+                              'back' % (pair['script'], e.strerror))
+    if p.returncode:
+        reason = (p.stderr.strip().splitlines() or ['it failed'])[-1]
+        reason = reason.split('error: ', 1)[-1]
+        raise release.Refused('data not restored: %s; the code was not '
+                              'rolled back either' % reason)
+    print(p.stdout.strip())
 
 
 def main(argv=None, releases_directory=None, current=None,

@@ -198,6 +198,11 @@ def parser(prog='snapshot'):
     mode.add_argument('--destroy', metavar='NAME', help='remove snapshot NAME')
     mode.add_argument('--prune', action='store_true',
                       help='remove snapshots beyond keep')
+    mode.add_argument('--for-release', metavar='TAG',
+                      help='take the snapshot paired with release TAG '
+                      '(named TAG, or TAG-2 ... when taken) and print it as '
+                      'JSON; bin/buildout does this just before a flip when '
+                      'safedeploy:snapshot-before-flip is set')
     mode.add_argument('--adopt', action='store_true',
                       help='move existing data (filestorage/, blobstorage/) '
                       'into generations/1 and link current (site stopped)')
@@ -229,7 +234,7 @@ def main(argv=None, **options):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     if args.name and (args.list or args.restore or args.destroy or
-                      args.prune or args.adopt):
+                      args.prune or args.adopt or args.for_release):
         sys.stderr.write('%s: error: NAME is only for taking a snapshot; '
                          'drop it or the option (see %s --help)\n'
                          % (prog, prog))
@@ -267,6 +272,9 @@ def dispatch(args, options):
         backend = backend_for(options)
         for name in prune_snapshots(backend):
             print('pruned snapshot %s' % name)
+        return 0
+    if args.for_release:
+        cli.print_json(take_for_release(options, args.for_release))
         return 0
     if args.adopt:
         name = adopt(options)
