@@ -66,11 +66,14 @@ setup(
     extras_require={
         'zodb': [
             'ZODB>=5.8',
+            'ZEO>=6',
+            'zc.beforestorage',
         ],
         'test': [
             'zope.testrunner',
             'ZODB>=5.8',
             'ZEO>=6',
+            'zc.beforestorage',
             'manuel',
         ],
     },
@@ -92,6 +95,8 @@ setup(
             'safedeploy-rollback = collective.safedeploy.rollback:main',
             'safedeploy-index = collective.safedeploy.index:main',
             'safedeploy-snapshot = collective.safedeploy.snapshot:main',
+            'safedeploy-evolve-copy = collective.safedeploy.evolvecopy:main',
+            'safedeploy-zeo-server = collective.safedeploy.zeoctl:main',
         ],
     },
 )

@@ -1,0 +1,271 @@
+"""The read-only window of bin/evolve-copy against the backup/restore
+procedures people use today, on the same data in the same run.
+
+    .venv/bin/python benchmarks/evolve_window.py [--size-mib 400]
+        [--blobs 3000] [--keep DIR]
+
+A data root with a Data.fs of ``--size-mib`` and ``--blobs`` blobs is
+served by a real ZEO server.  After the copy is prepared, 1 % of the
+database size is written through a ZEO client (with 1 % of the blobs);
+then production is frozen, caught up, evolved (a no-op evolve), verified,
+switched and thawed.  The same delta is then put through:
+
+- repozo: incremental backup (after a full one, outside the window) and
+  a restore -- what the read-only window is with the "backup, read-only,
+  incremental backup, restore, evolve" procedure;
+- collective.recipe.backup: bin/backup (incremental, with blobs) and
+  bin/restore (its library functions, as its scripts call them).
+
+Finally the evolve-copy window is measured again on a database twice the
+size with the same delta: the window depends on the delta, not the size.
+"""
+import argparse
+import io
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import transaction
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'src'))
+
+from collective.safedeploy import evolvecopy  # noqa: E402
+from collective.safedeploy import zeoctl  # noqa: E402
+
+MiB = 1 << 20
+NOOP = 'collective.safedeploy.tests.evolve_example.function:noop'
+OBJECT = 8 * 1024
+
+
+def generate(root, size_mib, blobs):
+    """DATA/generations/1 with ~size_mib of Data.fs and ``blobs`` blobs."""
+    import ZODB
+    from BTrees.OOBTree import OOBTree
+    from ZODB.blob import Blob
+    from ZODB.FileStorage import FileStorage
+    data = evolvecopy.DataRoot(root)
+    data.generations.stage('1')
+    fs, blob_dir = data.fs('1'), data.blobs('1')
+    os.makedirs(os.path.dirname(fs))
+    db = ZODB.DB(FileStorage(fs, blob_dir=blob_dir))
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    r = conn.root()
+    r['items'], r['blobs'] = OOBTree(), OOBTree()
+    tm.commit()
+    per_txn = 256
+    n = 0
+    while os.path.getsize(fs) < size_mib * MiB:
+        for _ in range(per_txn):
+            n += 1
+            r['items'][n] = os.urandom(OBJECT)
+        tm.commit()
+    for i in range(blobs):
+        b = Blob()
+        with b.open('w') as f:
+            f.write(os.urandom(4096))
+        r['blobs'][i] = b
+        if i % 100 == 99:
+            tm.commit()
+    tm.commit()
+    conn.close()
+    db.close()
+    data.generations.complete('1', dict(source='benchmark'))
+    data.generations.flip('1')
+    return data
+
+
+def write_delta(address, nbytes, blobs):
+    """Commit ``nbytes`` of new objects and ``blobs`` blobs through ZEO."""
+    import ZODB
+    from ZEO.ClientStorage import ClientStorage
+    from ZODB.blob import Blob
+    host, port = address
+    blob_cache = tempfile.mkdtemp(prefix='bench-zeo-blobs-')
+    db = ZODB.DB(ClientStorage((host, port), blob_dir=blob_cache,
+                               wait_timeout=60))
+    try:
+        tm = transaction.TransactionManager()
+        conn = db.open(tm)
+        r = conn.root()
+        written, i = 0, 0
+        while written < nbytes:
+            for _ in range(12):
+                i += 1
+                r['items'][time.time_ns() * 1000 + i] = os.urandom(OBJECT)
+                written += OBJECT
+            tm.commit()
+        for j in range(blobs):
+            b = Blob()
+            with b.open('w') as f:
+                f.write(os.urandom(4096))
+            r['blobs'][time.time_ns() * 1000 + j] = b
+            tm.commit()
+        conn.close()
+    finally:
+        db.close()
+        shutil.rmtree(blob_cache, ignore_errors=True)
+
+
+class DeltaEvolveCopy(evolvecopy.EvolveCopy):
+    """The writes of the site between prepare and freeze."""
+
+    delta = (0, 0)
+
+    def prepare(self):
+        result = evolvecopy.EvolveCopy.prepare(self)
+        write_delta(self.control.server.address, *self.delta)
+        self.before_freeze = time.monotonic()
+        return result
+
+
+def evolve_copy_window(root, size_mib, blobs, delta_bytes, delta_blobs):
+    data = generate(root, size_mib, blobs)
+    size = os.path.getsize(data.fs('1'))
+    server = zeoctl.ZEOServer('127.0.0.1:%d' % zeoctl.free_port(),
+                              os.path.join(root, 'zeo'))
+    control = zeoctl.DataServer(server, evolvecopy.FS, evolvecopy.BLOBS)
+    control.thaw(data.dir('1'))
+    try:
+        out = io.StringIO()
+        run = DeltaEvolveCopy(root, NOOP, control, out=out, progress=False)
+        run.delta = (delta_bytes, delta_blobs)
+        run.run()
+    finally:
+        server.stop()
+    lines = out.getvalue().strip().splitlines()
+    return dict(size=size, window=run.window, times=run.times,
+                output=lines, data=data)
+
+
+def timed(args, **kw):
+    started = time.monotonic()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, **kw)
+    return time.monotonic() - started
+
+
+def repozo_window(data, work, delta_bytes, delta_blobs):
+    """Full backup (before the window), delta, then incremental backup +
+    restore (the window)."""
+    repozo = os.path.join(os.path.dirname(sys.executable), 'repozo')
+    fs = data.fs('1')
+    backups = os.path.join(work, 'repozo')
+    os.makedirs(backups)
+    timed([repozo, '-B', '-F', '-r', backups, '-f', fs])
+    time.sleep(1.1)   # repozo names backups by the second
+    append_delta(data, delta_bytes, delta_blobs)
+    backup = timed([repozo, '-B', '-r', backups, '-f', fs])
+    restore = timed([repozo, '-R', '-r', backups, '-o',
+                     os.path.join(work, 'restored.fs')])
+    return backup + restore, backup, restore
+
+
+def crb_window(data, work, delta_bytes, delta_blobs):
+    """collective.recipe.backup's bin/backup + bin/restore."""
+    from collective.recipe.backup import main as crb
+    logging.getLogger('collective.recipe.backup').setLevel(logging.WARNING)
+    bin_dir = os.path.dirname(sys.executable)
+    target = os.path.join(work, 'crb-restored')
+    os.makedirs(os.path.join(target, 'filestorage'))
+    storage = dict(
+        storage='1', datafs=data.fs('1'), blobdir=data.blobs('1'),
+        backup_location=os.path.join(work, 'crb', 'backups'),
+        blob_backup_location=os.path.join(work, 'crb', 'blobstoragebackups'))
+    for p in (storage['backup_location'], storage['blob_backup_location']):
+        os.makedirs(p)
+    options = dict(keep=0, verbose=False, backup_blobs=True,
+                   only_blobs=False, use_rsync=bool(shutil.which('rsync')))
+    crb.backup_main(bin_dir, storage, full=True, **options)
+    time.sleep(1.1)
+    append_delta(data, delta_bytes, delta_blobs)
+    started = time.monotonic()
+    crb.backup_main(bin_dir, storage, full=False, **options)
+    backup = time.monotonic() - started
+    restore_storage = dict(storage, datafs=os.path.join(
+        target, 'filestorage', 'Data.fs'), blobdir=os.path.join(
+            target, 'blobstorage'))
+    argv, sys.argv = sys.argv, ['restore']   # it reads a date from argv
+    try:
+        started = time.monotonic()
+        crb.restore_main(bin_dir, restore_storage, no_prompt=True, **dict(
+            (k, v) for k, v in options.items() if k != 'keep'))
+        restore = time.monotonic() - started
+    finally:
+        sys.argv = argv
+    return backup + restore, backup, restore
+
+
+def append_delta(data, delta_bytes, delta_blobs):
+    """The same delta, written directly (no server runs for the
+    baselines)."""
+    server = zeoctl.ZEOServer('127.0.0.1:%d' % zeoctl.free_port(),
+                              os.path.join(data.path, 'zeo-baseline'))
+    server.start(data.fs('1'), data.blobs('1'))
+    try:
+        write_delta(server.address, delta_bytes, delta_blobs)
+    finally:
+        server.stop()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--size-mib', type=int, default=400)
+    p.add_argument('--blobs', type=int, default=3000)
+    p.add_argument('--keep', help='work in DIR and keep it')
+    p.add_argument('-v', '--verbose', action='store_true')
+    args = p.parse_args(argv)
+    if args.verbose:
+        from collective.safedeploy import cli
+        cli.setup_logging(verbose=1)
+    work = args.keep or tempfile.mkdtemp(prefix='evolve-window-')
+    os.makedirs(work, exist_ok=True)
+    delta_bytes = args.size_mib * MiB // 100
+    delta_blobs = max(args.blobs // 100, 1)
+    try:
+        print('generating %d MiB Data.fs + %d blobs; delta %d MiB + %d blobs'
+              % (args.size_mib, args.blobs, delta_bytes // MiB, delta_blobs))
+        one = evolve_copy_window(os.path.join(work, 'data1'), args.size_mib,
+                                 args.blobs, delta_bytes, delta_blobs)
+        for line in one['output']:
+            print('  ' + line)
+        data = one['data']
+        # the baselines start from production's (untouched) generation 1
+        rz, rz_b, rz_r = repozo_window(data, work, delta_bytes, delta_blobs)
+        crb, crb_b, crb_r = crb_window(data, work, delta_bytes, delta_blobs)
+        two = evolve_copy_window(os.path.join(work, 'data2'),
+                                 2 * args.size_mib, args.blobs, delta_bytes,
+                                 delta_blobs)
+        for line in two['output']:
+            print('  ' + line)
+        w1, w2 = one['window'], two['window']
+        print()
+        print('Data.fs %.0f MiB, %d blobs, delta %.0f MiB + %d blobs' % (
+            one['size'] / MiB, args.blobs, delta_bytes / MiB, delta_blobs))
+        print('evolve-copy read-only window:       %7.3f s (catch-up %.3f s,'
+              ' evolve %.3f s)' % (w1, one['times']['catch_up'],
+                                   one['times']['evolve']))
+        print('repozo incremental backup+restore:  %7.3f s (%.3f + %.3f)  '
+              'ratio %.1fx' % (rz, rz_b, rz_r, rz / w1))
+        print('collective.recipe.backup backup+restore: %7.3f s (%.3f + '
+              '%.3f)  ratio %.1fx' % (crb, crb_b, crb_r, crb / w1))
+        print('evolve-copy window at %.0f MiB:      %7.3f s  ratio to %.0f '
+              'MiB: %.2f' % (two['size'] / MiB, w2, one['size'] / MiB,
+                             w2 / w1))
+    finally:
+        if not args.keep:
+            for directory, dirs, files in os.walk(work):
+                for d in dirs:
+                    try:
+                        os.chmod(os.path.join(directory, d), 0o755)
+                    except OSError:
+                        pass
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()
