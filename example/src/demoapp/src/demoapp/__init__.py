@@ -1,13 +1,12 @@
-"""The example application: prints which release is running."""
-import sys
+"""The example application: documents and files kept in ZODB (with
+blobs), served over HTTP by waitress, talking to a ZEO server.
 
+``demoapp`` prints which release is running; ``demoapp-serve`` serves.
+"""
 VERSION = '1.0'
-HEALTHY = True
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if '--check' in argv:
-        return 0 if HEALTHY else 1
-    print('demoapp %s' % VERSION)
+    from .evolve import VERSION as SCHEMA
+    print('demoapp %s (data schema %d)' % (VERSION, SCHEMA))
     return 0
