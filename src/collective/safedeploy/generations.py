@@ -267,11 +267,10 @@ class Generations:
         for entry in self.journal.entries():
             if entry['event'] == 'built':
                 built_at[entry['name']] = entry['time']
-        order = self.order()
-        started = self.started_order()
-        names = order + sorted(
-            set(self.on_disk()) - set(order),
-            key=lambda n: started.index(n) if n in started else -1)
+        # in the order their (last) build started, failed ones included
+        names = [n for n in self.started_order() if n]
+        names += [n for n in self.order() if n not in names]
+        names += [n for n in self.on_disk() if n not in names]
         rows = []
         for name in names:
             state = states.get(name, BUILT if self.is_complete(name)
