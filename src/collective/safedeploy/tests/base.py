@@ -1,7 +1,9 @@
 """A test case around one real sample buildout using the extension."""
 import json
 import os
+import subprocess
 import textwrap
+import time
 import unittest
 
 from . import support
@@ -68,6 +70,22 @@ class ReleaseTestCase(unittest.TestCase):
 
     def release(self, tag, *args, **kw):
         return self.sample.buildout('safedeploy:tag=%s' % tag, *args, **kw)
+
+    def start_release(self, tag):
+        """Start bin/buildout for ``tag`` in the background; return the
+        process once it is installing parts (its release has parts/)."""
+        p = subprocess.Popen(
+            [support.BUILDOUT, 'safedeploy:tag=%s' % tag],
+            cwd=self.sample.directory, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+            env=dict(os.environ, PIP_NO_BUILD_ISOLATION='0'))
+        self.addCleanup(p.wait)
+        self.addCleanup(p.kill)
+        deadline = time.time() + 60
+        while not self.exists('releases', tag, 'parts') and \
+                time.time() < deadline:
+            time.sleep(0.05)
+        return p
 
     def assertReleased(self, result, tag):
         self.assertEqual(result.returncode, 0, result)

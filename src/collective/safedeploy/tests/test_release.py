@@ -160,15 +160,7 @@ class TestFailure(ReleaseTestCase):
         self.configure()
         self.release('1.0')
         self.configure(parts='hello slow rollback')
-        p = subprocess.Popen(
-            [support.BUILDOUT, 'safedeploy:tag=1.1'], cwd=self.sample.directory,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=dict(os.environ, PIP_NO_BUILD_ISOLATION='0'))
-        self.addCleanup(p.kill)
-        deadline = time.time() + 60
-        while not self.exists('releases', '1.1', 'parts') and \
-                time.time() < deadline:
-            time.sleep(0.05)
+        p = self.start_release('1.1')
         time.sleep(0.5)
         p.send_signal(2)  # Ctrl-C
         out, _ = p.communicate(timeout=60)
@@ -183,15 +175,7 @@ class TestFailure(ReleaseTestCase):
         self.configure()
         self.release('1.0')
         self.configure(parts='hello slow rollback')
-        p = subprocess.Popen(
-            [support.BUILDOUT, 'safedeploy:tag=1.1'], cwd=self.sample.directory,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=dict(os.environ, PIP_NO_BUILD_ISOLATION='0'))
-        self.addCleanup(p.kill)
-        deadline = time.time() + 60
-        while not self.exists('releases', '1.1', 'parts') and \
-                time.time() < deadline:
-            time.sleep(0.05)
+        p = self.start_release('1.1')
         p.terminate()
         out, _ = p.communicate(timeout=60)
         self.assertNotEqual(p.returncode, 0, out)
@@ -202,14 +186,7 @@ class TestFailure(ReleaseTestCase):
         self.configure()
         self.release('1.0')
         self.configure(parts='hello slow rollback')
-        p = subprocess.Popen(
-            [support.BUILDOUT, 'safedeploy:tag=1.1'], cwd=self.sample.directory,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=dict(os.environ, PIP_NO_BUILD_ISOLATION='0'))
-        deadline = time.time() + 60
-        while not self.exists('releases', '1.1', 'parts') and \
-                time.time() < deadline:
-            time.sleep(0.05)
+        p = self.start_release('1.1')
         p.kill()
         p.wait()
         self.assertEqual(support.current_tag(self.sample.directory), '1.0')
@@ -295,15 +272,7 @@ class TestLock(ReleaseTestCase):
         self.configure()
         self.release('1.0')
         self.configure(parts='hello slower rollback')
-        p = subprocess.Popen(
-            [support.BUILDOUT, 'safedeploy:tag=1.1'], cwd=self.sample.directory,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=dict(os.environ, PIP_NO_BUILD_ISOLATION='0'))
-        self.addCleanup(p.kill)
-        deadline = time.time() + 60
-        while not self.exists('releases', '1.1', 'parts') and \
-                time.time() < deadline:
-            time.sleep(0.05)
+        p = self.start_release('1.1')
         started = time.time()
         second = self.release('1.2')
         self.assertLess(time.time() - started, 10)
@@ -320,14 +289,7 @@ class TestLock(ReleaseTestCase):
 
     def test_a_lock_left_by_a_killed_run_does_not_block(self):
         self.configure(parts='hello slow rollback')
-        p = subprocess.Popen(
-            [support.BUILDOUT, 'safedeploy:tag=1.0'], cwd=self.sample.directory,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=dict(os.environ, PIP_NO_BUILD_ISOLATION='0'))
-        deadline = time.time() + 60
-        while not self.exists('releases', '1.0', 'parts') and \
-                time.time() < deadline:
-            time.sleep(0.05)
+        p = self.start_release('1.0')
         p.kill()
         p.wait()
         self.assertTrue(self.exists('releases', '.lock'))
