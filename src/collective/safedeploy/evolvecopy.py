@@ -885,6 +885,15 @@ def parser():
                         'zodb.conf to serve it from')
     p.add_argument('--json', action='store_true',
                    help='with --rehearse: print the report as JSON')
+    p.add_argument('--switch-back', metavar='GENERATION',
+                   help='make the older data generation GENERATION current '
+                        'again (bin/rollback does this for a release paired '
+                        'with older data); refuses to discard writes made '
+                        'since the switch unless --discard-writes')
+    p.add_argument('--discard-writes', action='store_true',
+                   help='with --switch-back: go back even though '
+                        'transactions were committed since the switch (the '
+                        'abandoned generation is kept)')
     p.add_argument('--data', help='the data root (generations/, current)')
     p.add_argument('--evolve', help='package, package:schema_manager or '
                                     'module:function(root, commit)')
@@ -897,6 +906,14 @@ def parser():
     p.add_argument('-q', '--quiet', action='store_true')
     p.add_argument('-v', '--verbose', action='count', default=0)
     return p
+
+
+def current_release(link):
+    """The tag of the code release ``link`` (safedeploy:current) points
+    to, or None."""
+    if link and os.path.islink(link):
+        return os.path.basename(os.readlink(link))
+    return None
 
 
 def main(argv=None, **options):
@@ -934,11 +951,28 @@ def main(argv=None, **options):
         control = make_control(option('zeo-address'), option('zeo-state'),
                                option('runzeo'), option('freeze-command'),
                                option('thaw-command'))
+        if args.switch_back:
+            caches = (option('client-cache') or '').split()
+            result = switch_data_back(
+                data, args.switch_back, control,
+                discard_writes=args.discard_writes,
+                client_stop_command=option('client-stop-command'),
+                client_start_command=option('client-start-command'),
+                client_caches=caches)
+            print('data current -> generation %s (was %s; %d transaction(s) '
+                  'discarded, kept in generation %s)' % (
+                      result['current'], result['previous'],
+                      result['discarded'], result['previous']))
+            return 0
+        if args.discard_writes:
+            raise ConfigurationError('--discard-writes goes with '
+                                     '--switch-back')
         return EvolveCopy(
             data, evolve, control, evolve_context=option('evolve-context'),
             evolve_key=option('evolve-key'),
             release=option('release') or os.environ.get(
-                'SAFEDEPLOY_RELEASE_TAG')).run(resume=args.resume)
+                'SAFEDEPLOY_RELEASE_TAG') or current_release(
+                    option('current'))).run(resume=args.resume)
     return cli.run('evolve-copy', do)
 
 

@@ -29,7 +29,8 @@ ROOT_BIN = 'safedeploy-root-bin-directory'
 # option -> keyword argument of evolvecopy.main
 PASSED = ('data', 'evolve', 'evolve-context', 'evolve-key', 'zeo-address',
           'zeo-state', 'runzeo', 'freeze-command', 'thaw-command',
-          'release')
+          'release', 'client-stop-command', 'client-start-command',
+          'client-cache', 'current')
 
 
 class EvolveCopy:
@@ -71,6 +72,12 @@ class EvolveCopy:
             options.setdefault('zeo-state', os.path.join(
                 b['directory'], 'var', 'safedeploy-zeo'))
         options['data'] = os.path.join(b['directory'], options['data'])
+        # the code release the switched data is paired with: the one
+        # `current` points to when bin/evolve-copy runs
+        section = (buildout['safedeploy'] if 'safedeploy' in buildout._raw
+                   else {})
+        options.setdefault('current', os.path.join(b['directory'], section.get(
+            'current', os.path.join(b['directory'], 'current'))))
         options.setdefault('eggs', '')
         options['root-bin-directory'] = b.get(ROOT_BIN) or b['bin-directory']
 
@@ -80,7 +87,12 @@ class EvolveCopy:
             '%s=%r' % (key.replace('-', '_'), o[key])
             for key in PASSED if o.get(key))
         eggs = zc.recipe.egg.Eggs(self.buildout, self.name, o)
-        _, ws = eggs.working_set(['collective.safedeploy'])
+        # what evolve-copy itself needs: ZODB (catch-up, verify, evolve),
+        # zc.beforestorage (--rehearse), ZEO (the built-in freeze/thaw)
+        needed = ['collective.safedeploy', 'ZODB', 'zc.beforestorage']
+        if o.get('zeo-address'):
+            needed.append('ZEO')
+        _, ws = eggs.working_set(needed)
         bin_directory = self.buildout['buildout']['bin-directory']
         paths = list(zc.buildout.easy_install.scripts(
             [('evolve-copy', 'collective.safedeploy.evolvecopy', 'main')],

@@ -55,6 +55,11 @@ class Rollback:
         ``${buildout:directory}/releases``
     current
         default: ``${safedeploy:current}`` or ``${buildout:directory}/current``
+    evolve-copy
+        default: empty.  The name of the evolve-copy part: rolling back to
+        a release that ran on an older data generation switches the data
+        back too, through its bin/evolve-copy (refusing to discard writes
+        made since the switch unless ``--discard-writes``).
     """
 
     def __init__(self, buildout, name, options):
@@ -74,6 +79,15 @@ class Rollback:
         options['releases-directory'] = settings.releases_directory
         options['current'] = settings.current
         options['buildout-directory'] = directory
+        part = options.get('evolve-copy', '').strip()
+        if part:
+            if part not in buildout._raw:
+                raise zc.buildout.UserError(
+                    '[%s] evolve-copy = %s is not a section; give the name '
+                    'of your evolve-copy part' % (name, part))
+            options['data'] = buildout[part]['data']
+            options['evolve-copy-script'] = os.path.join(
+                root_bin_directory(buildout), 'evolve-copy')
 
     def install(self):
         o = self.options
@@ -81,6 +95,9 @@ class Rollback:
                      'buildout_directory=%r' % (
                          o['releases-directory'], o['current'],
                          o['buildout-directory']))
+        if o.get('evolve-copy-script'):
+            arguments += ', evolve_copy=%r, data=%r' % (
+                o['evolve-copy-script'], o['data'])
         return generate_root_script(
             self.buildout, self.name, o, 'rollback',
             'collective.safedeploy.rollback', 'main', arguments)

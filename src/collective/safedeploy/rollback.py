@@ -9,6 +9,7 @@ broken or the last build failed halfway: this script lives in the
 buildout's root bin directory and needs nothing from any release.
 """
 import logging
+import os
 
 from . import cli
 from . import release
@@ -34,8 +35,9 @@ def parser(prog='rollback'):
                    help='also restore the data snapshot paired with the '
                         'release')
     p.add_argument('--discard-writes', action='store_true',
-                   help='with --with-data: allow discarding transactions '
-                        'committed after the snapshot (they are kept aside)')
+                   help='allow discarding transactions committed after the '
+                        'snapshot (--with-data) or since bin/evolve-copy '
+                        'switched the data (they are kept aside)')
     p.add_argument('-q', '--quiet', action='store_true')
     return p
 
@@ -58,7 +60,7 @@ def list_releases(gens, as_json=False):
 
 def rollback(releases_directory, current, buildout_directory=None,
              tag=None, dry_run=False, with_data=False,
-             discard_writes=False):
+             discard_writes=False, evolve_copy=None, data=None):
     gens = Generations(releases_directory, current, kind='release',
                        what='tag')
     with gens.lock():
@@ -75,6 +77,8 @@ def rollback(releases_directory, current, buildout_directory=None,
                 'code alone, without --with-data' % target)
         if with_data:
             restore_data(pair, discard_writes)
+        elif evolve_copy:
+            switch_data_back(gens, target, evolve_copy, data, discard_writes)
         release.roll_back(gens, target,
                           buildout_directory=buildout_directory)
         print('rolled back: current %s -> %s' % (previous, target))
@@ -83,6 +87,56 @@ def rollback(releases_directory, current, buildout_directory=None,
                   'was when %s was current (bin/rollback %s --with-data '
                   'restores it)' % (pair['snapshot'], target, target))
     return 0
+
+
+def data_generation_for(gens, target, data):
+    """The data generation release ``target`` runs on, when bin/evolve-copy
+    has since switched the data for a later release: the generation that
+    was current before the first such switch.  None: no later switch, the
+    current data is ``target``'s."""
+    from .generations import Generations
+    order = gens.order()
+    if target not in order:
+        return None
+    later = set(order[order.index(target) + 1:])
+    data_gens = Generations(os.path.join(data, 'generations'),
+                            os.path.join(data, 'current'),
+                            kind='data generation', what='generation')
+    for entry in data_gens.journal.entries():
+        if (entry['event'] == 'published' and entry.get('release') in later
+                and entry.get('previous')):
+            return entry['previous']
+    return None
+
+
+def switch_data_back(gens, target, evolve_copy, data, discard_writes):
+    """Put the data back on the generation ``target`` was paired with,
+    through bin/evolve-copy (which restarts the database server on it and
+    runs the client hooks)."""
+    import subprocess
+    generation = data_generation_for(gens, target, data)
+    if generation is None:
+        return
+    current = os.path.basename(os.readlink(os.path.join(data, 'current'))) \
+        if os.path.islink(os.path.join(data, 'current')) else None
+    if generation == current:
+        return
+    args = [evolve_copy, '--switch-back', generation]
+    if discard_writes:
+        args.append('--discard-writes')
+    try:
+        p = subprocess.run(args, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    except OSError as e:
+        raise release.Refused('cannot run %s: %s; nothing was rolled back'
+                              % (evolve_copy, e.strerror))
+    if p.returncode:
+        reason = (p.stderr.strip().splitlines() or ['it failed'])[-1]
+        reason = reason.split('error: ', 1)[-1]
+        raise release.Refused('data not switched back to generation %s: %s;'
+                              ' the code was not rolled back either' % (
+                                  generation, reason))
+    print(p.stdout.strip())
 
 
 def paired_snapshot(gens, tag):
@@ -122,11 +176,10 @@ def restore_data(pair, discard_writes):
 
 
 def main(argv=None, releases_directory=None, current=None,
-         buildout_directory=None):
+         buildout_directory=None, evolve_copy=None, data=None):
     args = parser().parse_args(argv)
     cli.setup_logging(quiet=args.quiet)
     if releases_directory is None or current is None:
-        import os
         here = os.getcwd()
         releases_directory = releases_directory or os.path.join(
             here, 'releases')
@@ -137,4 +190,4 @@ def main(argv=None, releases_directory=None, current=None,
         return cli.run('rollback', list_releases, gens, args.json)
     return cli.run('rollback', rollback, releases_directory, current,
                    buildout_directory, args.tag, args.dry_run,
-                   args.with_data, args.discard_writes)
+                   args.with_data, args.discard_writes, evolve_copy, data)

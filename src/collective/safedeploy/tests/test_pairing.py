@@ -89,3 +89,66 @@ class TestPairing(ReleaseTestCase):
         self.assertEqual(r.returncode, 1, r)
         self.assertIn('no snapshot holds the data of release 1.1', r.output)
         self.assertEqual(support.current_tag(self.sample.directory), '1.2')
+
+
+class TestEvolvePairing(ReleaseTestCase):
+    """bin/rollback to a release that ran on the data generation before
+    bin/evolve-copy switched it: the data goes back too, and writes made
+    since the switch are only discarded with consent (and kept)."""
+
+    parts = 'hello snapshot evolve-copy rollback'
+    extra = '''
+        [snapshot]
+        recipe = collective.safedeploy:snapshot
+        data = ${buildout:directory}/data
+        backend = copy
+
+        [evolve-copy]
+        recipe = collective.safedeploy:evolve-copy
+        data = ${snapshot:data}
+        evolve = collective.safedeploy.tests.evolve_example.function:noop
+        freeze-command = true
+        thaw-command = true
+
+        [rollback]
+        recipe = collective.safedeploy:rollback
+        evolve-copy = evolve-copy
+        '''
+
+    def test_rollback_switches_the_data_back(self):
+        make_site_data(self.sample.path('data'), transactions=5, blobs=3)
+        self.configure()
+        self.assertReleased(self.release('1.0'), '1.0')
+        self.assertEqual(support.run([self.sample.path('bin', 'snapshot'),
+                                      '--adopt']).returncode, 0)
+        data = self.sample.path('data')
+        before_gen = os.readlink(os.path.join(data, 'current'))
+        fs = os.path.join(data, 'current', 'filestorage', 'Data.fs')
+        blobs = os.path.join(data, 'current', 'blobstorage')
+        tids_10 = transaction_ids(fs)
+        self.assertReleased(self.release('1.1'), '1.1')
+        r = support.run([self.sample.path('bin', 'evolve-copy')])
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn('read-only window:', r.output)
+        evolved_gen = os.readlink(os.path.join(data, 'current'))
+        self.assertNotEqual(before_gen, evolved_gen)
+        commit(fs, blobs, n=2)          # 1.1 writes on the evolved data
+        state = (os.readlink(os.path.join(data, 'current')),
+                 hash_tree(os.path.join(data, 'current')))
+        r = self.rollback('1.0')
+        self.assertEqual(r.returncode, 1, r)
+        self.assertEqual(len(r.lines), 1, r.output)
+        self.assertIn('2 transactions were committed', r.output)
+        self.assertIn('--discard-writes', r.output)
+        self.assertEqual(support.current_tag(self.sample.directory), '1.1')
+        self.assertEqual(state, (os.readlink(os.path.join(data, 'current')),
+                                 hash_tree(os.path.join(data, 'current'))))
+        r = self.rollback('1.0', '--discard-writes')
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(support.current_tag(self.sample.directory), '1.0')
+        self.assertEqual(os.readlink(os.path.join(data, 'current')),
+                         before_gen)
+        self.assertEqual(transaction_ids(fs), tids_10)
+        # the abandoned generation is kept
+        self.assertTrue(os.path.isdir(os.path.join(
+            data, os.path.dirname(before_gen), os.path.basename(evolved_gen))))
