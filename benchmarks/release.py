@@ -12,10 +12,7 @@ the same run (absolute times on shared machines mean little).
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import textwrap
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))

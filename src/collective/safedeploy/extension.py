@@ -92,7 +92,7 @@ class Run:
             self.lock = None  # our parent holds it and waits for us
         else:
             self.lock = locking.acquire(gens.lock_path)
-        self.path = release.stage(s, self.lock)
+        self.path = release.stage(s)
 
     def redirect(self):
         b = self.buildout['buildout']

@@ -191,8 +191,8 @@ def check_writable(settings):
 
 # -- stage -----------------------------------------------------------------
 
-def stage(settings, lock):
-    """Create releases/<tag> for a new build (the caller holds ``lock``).
+def stage(settings):
+    """Create releases/<tag> for a new build (the caller holds the lock).
 
     A tag that already has a complete release is not built again unless
     ``rebuild`` is set, and the current one never is.
@@ -285,9 +285,8 @@ def configuration_hash(raw):
 def describe(settings, release_path, configuration, distributions, parts,
              extra=None):
     """The release's manifest (not yet written) and its effective.cfg."""
-    import getpass as _g
     try:
-        user = _g.getuser()
+        user = getpass.getuser()
     except Exception:
         user = str(os.getuid())
     manifest = {

@@ -1,7 +1,6 @@
 """Bad input: one line saying what is wrong and what to do, a non-zero
 exit code, no traceback, nothing changed."""
 import os
-import textwrap
 
 from . import support
 from .base import ReleaseTestCase

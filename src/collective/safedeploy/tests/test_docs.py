@@ -1,7 +1,6 @@
 """The examples in docs/ run as tests, so the docs cannot drift."""
 import doctest
 import os
-import subprocess
 import textwrap
 
 from . import support

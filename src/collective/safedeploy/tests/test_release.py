@@ -1,6 +1,5 @@
 """The release lifecycle, one test per behaviour, on real buildouts."""
 import os
-import subprocess
 import sys
 import threading
 import time
