@@ -37,6 +37,7 @@ import sys
 import time
 
 from . import cli
+from . import datagen
 from . import fsutil
 from . import zeoctl
 from . import zodbcopy
@@ -45,7 +46,6 @@ from .errors import NotFound
 from .errors import Refused
 from .errors import SafeDeployError
 from .evolve import runners
-from .generations import Generations
 
 logger = logging.getLogger('collective.safedeploy')
 
@@ -66,15 +66,9 @@ class EvolveCopyFailed(SafeDeployError):
 
 # -- the data root ---------------------------------------------------------
 
-class DataRoot:
-    """``DATA/generations/<N>`` and ``DATA/current``."""
-
-    def __init__(self, path):
-        self.path = os.path.abspath(path)
-        self.generations = Generations(
-            os.path.join(self.path, 'generations'),
-            os.path.join(self.path, 'current'),
-            kind='data generation', what='generation')
+class DataRoot(datagen.DataRoot):
+    """The data root of :mod:`.datagen`, seen by evolve-copy: one
+    FileStorage (``filestorage/Data.fs``) and its blobs per generation."""
 
     def dir(self, name):
         return self.generations.path(name)
@@ -93,12 +87,6 @@ class DataRoot:
                 'first one with bin/snapshot' % (
                     self.path, self.generations.current))
         return name
-
-    def next_name(self):
-        numbers = [int(n) for n in self.generations.on_disk() if n.isdigit()]
-        numbers += [int(e['name']) for e in self.generations.journal.entries()
-                    if str(e.get('name', '')).isdigit()]
-        return str(max(numbers or [0]) + 1)
 
     def guard_path(self):
         return os.path.join(self.path, GUARD)
