@@ -113,7 +113,6 @@ def switch_data_back(gens, target, evolve_copy, data, discard_writes):
     """Put the data back on the generation ``target`` was paired with,
     through bin/evolve-copy (which restarts the database server on it and
     runs the client hooks)."""
-    import subprocess
     generation = data_generation_for(gens, target, data)
     if generation is None:
         return
@@ -121,22 +120,9 @@ def switch_data_back(gens, target, evolve_copy, data, discard_writes):
         if os.path.islink(os.path.join(data, 'current')) else None
     if generation == current:
         return
-    args = [evolve_copy, '--switch-back', generation]
-    if discard_writes:
-        args.append('--discard-writes')
-    try:
-        p = subprocess.run(args, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
-    except OSError as e:
-        raise release.Refused('cannot run %s: %s; nothing was rolled back'
-                              % (evolve_copy, e.strerror))
-    if p.returncode:
-        reason = (p.stderr.strip().splitlines() or ['it failed'])[-1]
-        reason = reason.split('error: ', 1)[-1]
-        raise release.Refused('data not switched back to generation %s: %s;'
-                              ' the code was not rolled back either' % (
-                                  generation, reason))
-    print(p.stdout.strip())
+    run_data_command([evolve_copy, '--switch-back', generation],
+                     discard_writes,
+                     'data not switched back to generation %s' % generation)
 
 
 def paired_snapshot(gens, tag):
@@ -157,21 +143,27 @@ def restore_data(pair, discard_writes):
     was flipped in, by the snapshot part's own bin/snapshot.  It refuses
     (nothing changed) when that would discard transactions committed
     since, unless ``discard_writes``, and while the database runs."""
+    run_data_command([pair['script'], '--restore', pair['snapshot']],
+                     discard_writes, 'data not restored')
+
+
+def run_data_command(args, discard_writes, failure):
+    """Run bin/snapshot or bin/evolve-copy for the data side of a rollback
+    (the code has not been touched yet); its one-line error becomes ours."""
     import subprocess
-    args = [pair['script'], '--restore', pair['snapshot']]
     if discard_writes:
-        args.append('--discard-writes')
+        args = args + ['--discard-writes']
     try:
         p = subprocess.run(args, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     except OSError as e:
-        raise release.Refused('cannot run %s: %s; the code was not rolled '
-                              'back' % (pair['script'], e.strerror))
+        raise release.Refused('cannot run %s: %s; nothing was rolled back'
+                              % (args[0], e.strerror))
     if p.returncode:
         reason = (p.stderr.strip().splitlines() or ['it failed'])[-1]
         reason = reason.split('error: ', 1)[-1]
-        raise release.Refused('data not restored: %s; the code was not '
-                              'rolled back either' % reason)
+        raise release.Refused('%s: %s; the code was not rolled back either'
+                              % (failure, reason))
     print(p.stdout.strip())
 
 

@@ -224,12 +224,9 @@ class ZEOServer:
             return None
         return pid if alive(pid) else None
 
-    def wait_stopped(self, timeout=60):
-        """Wait for a server being stopped (perhaps by a process that was
-        killed meanwhile) to be gone: it holds the Data.fs lock."""
-        pid, stopping = self._pidfile()
-        if pid is None or not stopping:
-            return
+    def _wait_exit(self, pid, timeout):
+        """Wait up to ``timeout`` seconds for ``pid`` to exit, then kill
+        it."""
         deadline = time.monotonic() + timeout
         while alive(pid):
             self._reap(pid)
@@ -237,6 +234,14 @@ class ZEOServer:
                 self._kill(pid)
                 break
             time.sleep(0.01)
+
+    def wait_stopped(self, timeout=60):
+        """Wait for a server being stopped (perhaps by a process that was
+        killed meanwhile) to be gone: it holds the Data.fs lock."""
+        pid, stopping = self._pidfile()
+        if pid is None or not stopping:
+            return
+        self._wait_exit(pid, timeout)
 
     def configuration(self):
         """(path, blob_dir, read_only) of the running configuration."""
@@ -364,13 +369,7 @@ class ZEOServer:
             os.kill(pid, sig)
         except ProcessLookupError:
             return False
-        deadline = time.monotonic() + timeout
-        while alive(pid):
-            self._reap(pid)
-            if time.monotonic() > deadline:
-                self._kill(pid)
-                break
-            time.sleep(0.01)
+        self._wait_exit(pid, timeout)
         self._reap(pid)
         deadline = time.monotonic() + timeout
         while listening(self.address) and time.monotonic() < deadline:

@@ -3,7 +3,6 @@ writer process committing (with blobs) while a test works, tree hashes.
 
 Everything here uses ZODB itself; nothing is faked.
 """
-import hashlib
 import os
 import signal
 import subprocess
@@ -11,6 +10,8 @@ import sys
 import tempfile
 import textwrap
 import time
+
+from collective.safedeploy.distributions import sha256
 
 FS = os.path.join('filestorage', 'Data.fs')
 BLOBS = 'blobstorage'
@@ -195,11 +196,7 @@ class Holder:
 
 
 def hash_file(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256(path)
 
 
 def hash_tree(root, ignore=('tmp', 'Data.fs.index', 'Data.fs.lock',
