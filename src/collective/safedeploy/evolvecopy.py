@@ -101,7 +101,10 @@ def load_state(path):
 
 
 def save_state(path, state):
-    fsutil.atomic_write_json(os.path.join(path, STATE), state)
+    # advice to --resume about a copy that is disposable until the switch
+    # (whose manifest and flip are durable): atomic, not fsynced -- after a
+    # power failure --resume redoes a step or refuses, production untouched
+    fsutil.atomic_write_json(os.path.join(path, STATE), state, durable=False)
 
 
 # -- production control ----------------------------------------------------
@@ -255,6 +258,7 @@ class EvolveCopy:
         self.state = None
         self.frozen = False
         self.guard = None
+        self.syncing = None       # the caught-up copy's fsync, running
 
     # -- output -----------------------------------------------------------
 
@@ -302,6 +306,7 @@ class EvolveCopy:
                 if not prepared:
                     self.timed('prepare', self.prepare)
                 self.control.ready()
+                self.spawn_guard()
                 self.timed('freeze', self.freeze)
                 for step in FROZEN_STEPS:
                     if step in ('evolve', 'verify') and \
@@ -379,25 +384,29 @@ class EvolveCopy:
 
     # 2. freeze
     def freeze(self):
-        self.start_guard()
+        self.arm_guard()
         self.frozen = True
         self.frozen_at = time.monotonic()
         self.control.freeze(self.data.dir(self.source))
         return 'production read-only: %s' % self.control.describe()
 
-    def start_guard(self):
+    def spawn_guard(self):
         """A process that outlives this one: if it dies frozen, the guard
-        thaws production.  Started before the guard file that tells it to
-        is written, so that there never is such a file without a guard."""
+        thaws production.  Started (before the read-only window) before
+        the guard file that tells it to is written, so that there never is
+        such a file without a guard."""
         self.guard = subprocess.Popen(
             [sys.executable, '-m', 'collective.safedeploy.evolvecopy',
              '--guard', self.data.path, str(os.getpid())],
             stdin=subprocess.DEVNULL, start_new_session=True,
             env=zeoctl.child_env())
+
+    def arm_guard(self):
+        # it describes running processes: atomic, no need to be durable
         fsutil.atomic_write_json(self.data.guard_path(), dict(
             pid=os.getpid(), generation=self.source,
             control=control_config(self.control),
-            prepared=self.control.prepared_pids()))
+            prepared=self.control.prepared_pids()), durable=False)
 
     # 3. catch up
     def catch_up(self):
@@ -409,7 +418,8 @@ class EvolveCopy:
         prefix = zodbcopy.Prefix.from_dict(self.state['prefix'])
         note = ''
         try:
-            new = zodbcopy.catch_up(src_fs, dst_fs, prefix)
+            new = zodbcopy.catch_up(src_fs, dst_fs, prefix, sync=False)
+            self.sync_in_background(dst_fs)
         except zodbcopy.PackedSince:
             self.say('production was packed since prepare: copying it '
                      'again in full')
@@ -417,8 +427,11 @@ class EvolveCopy:
             new = self.recopy()
             prefix = new._replace(end=4)
         linked = self.link_new_blobs(prefix.end)
+        # every blob the copy's transactions up to here reference is in
+        # it now (a missing one fails the link): verify checks the rest
         self.save(phase='caught-up', prefix=new.as_dict(),
-                  frozen_tid=zodbcopy.tid_hex(new.last_tid))
+                  frozen_tid=zodbcopy.tid_hex(new.last_tid),
+                  blobs_checked_to=new.end)
         return '%s%s appended, %d new blobs' % (
             note, human(new.end - prefix.end), linked)
 
@@ -443,15 +456,52 @@ class EvolveCopy:
         self.state['phase'] = 'prepared'
         self.state['index_pos'] = None
         try:
-            new = zodbcopy.catch_up(src_fs, dst_fs, prefix)
+            new = zodbcopy.catch_up(src_fs, dst_fs, prefix, sync=False)
+            self.sync_in_background(dst_fs)
         except zodbcopy.PackedSince:
             new = self.recopy()
             prefix = new._replace(end=4)
         linked = self.link_new_blobs(prefix.end)
+        # every blob the copy's transactions up to here reference is in
+        # it now (a missing one fails the link): verify checks the rest
         self.save(phase='caught-up', prefix=new.as_dict(),
-                  frozen_tid=zodbcopy.tid_hex(new.last_tid))
+                  frozen_tid=zodbcopy.tid_hex(new.last_tid),
+                  blobs_checked_to=new.end)
         return 'evolve restarts: %s appended, %d new blobs' % (
             human(new.end - prefix.end), linked)
+
+    def sync_in_background(self, path):
+        """fsync ``path`` while the next steps run; :meth:`switch` waits
+        for it: the copy is durable before it becomes current."""
+        import threading
+        result = {}
+
+        def sync():
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                result['error'] = e
+
+        thread = threading.Thread(target=sync, daemon=True)
+        thread.start()
+        self.syncing = (thread, result)
+
+    def wait_synced(self):
+        """The copy's Data.fs is on disk: the background fsync is done, or
+        (a resumed run, whose catch-up a killed one made) one is done now.
+        """
+        if self.syncing is None:
+            self.sync_in_background(os.path.join(self.data.dir(self.name),
+                                                 FS))
+        thread, result = self.syncing
+        thread.join()
+        self.syncing = None
+        if 'error' in result:
+            raise result['error']
 
     def recopy(self):
         path = self.data.dir(self.name)
@@ -554,6 +604,7 @@ class EvolveCopy:
                 'the evolve stopped at version %s, not %s' % (
                     status['version'], status['target']))
         transactions, blobs = self.check_new_blobs(
+            self.state.get('blobs_checked_to') or
             self.state.get('prepared_end') or 4)
         self.save(phase='verified', last_tid=last.hex())
         return '%d new transactions, %d new blobs present, version %s' % (
@@ -590,6 +641,7 @@ class EvolveCopy:
 
     # 6. switch
     def switch(self):
+        self.wait_synced()
         gens = self.data.generations
         if not gens.is_complete(self.name):
             gens.complete(self.name, dict(
@@ -634,6 +686,8 @@ class EvolveCopy:
             except Exception as e:
                 self.say('could not thaw production (%s); the guard process '
                          'retries' % e)
+        else:
+            self.stop_guard()     # nothing for it to thaw
         if self.name and not self.data.generations.is_complete(self.name):
             path = self.data.dir(self.name)
             self.save(phase='failed', error=reason,

@@ -24,8 +24,14 @@ def _temporary_name(path):
     return os.path.join(directory, '.%s.%s.tmp' % (name, uuid.uuid4().hex[:12]))
 
 
-def atomic_write(path, data, mode=0o644):
-    """Replace ``path`` by a file holding ``data`` (str or bytes)."""
+def atomic_write(path, data, mode=0o644, durable=True):
+    """Replace ``path`` by a file holding ``data`` (str or bytes).
+
+    Without ``durable`` nothing is fsynced: the replacement is still
+    atomic for every process (a SIGKILL never leaves a partial file), but a
+    power failure may bring back the old version -- for state that is
+    only advice to a later run, where an fsync would cost more than it
+    protects."""
     if isinstance(data, str):
         data = data.encode('utf-8')
     tmp = _temporary_name(path)
@@ -34,17 +40,20 @@ def atomic_write(path, data, mode=0o644):
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
-    fsync_directory(os.path.dirname(path) or '.')
+    if durable:
+        fsync_directory(os.path.dirname(path) or '.')
 
 
-def atomic_write_json(path, obj):
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + '\n')
+def atomic_write_json(path, obj, durable=True):
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + '\n',
+                 durable=durable)
 
 
 def atomic_copy(source, path):

@@ -9,7 +9,8 @@ writable server answers on that address.
 The server is a real ``runzeo`` process with a generated ``zeo.conf``; it
 runs in its own session, so it outlives the command that started it (and
 a SIGKILL of that command).  Its pid, configuration and log live in a
-state directory::
+state directory (they describe running processes: written atomically, not
+fsynced -- a power failure ends those processes anyway)::
 
     <state>/zeo.conf   <state>/zeo.pid   <state>/zeo.log
 
@@ -37,7 +38,7 @@ CONF = '''\
 <zeo>
   address {address}
   read-only {read_only}
-  invalidation-queue-size 1000
+  invalidation-queue-size 100
 </zeo>
 
 <filestorage 1>
@@ -60,18 +61,25 @@ CONF = '''\
 PRELOADED = (
     'import os, sys\n'
     'import ZEO.runzeo, ZEO.StorageServer, ZODB.FileStorage, ZODB.blob\n'
+    'from collective.safedeploy.zeoctl import server_setup\n'
+    'options = ZEO.runzeo.ZEOOptions()\n'
+    'options.load_schema()\n'
     'print("ready", flush=True)\n'
     'go = sys.stdin.readline().split()\n'
     'if go[:1] != ["go"]: sys.exit(0)\n'
     'sys.stdin.close()\n'
     'tmp = sys.argv[2] + ".%d.tmp" % os.getpid()\n'
-    'with open(tmp, "w") as f: f.write("%d\\n" % os.getpid())\n'
+    'with open(tmp, "w") as f: f.write("%d freezable\\n" % os.getpid())\n'
     'os.replace(tmp, sys.argv[2])\n'
-    'if len(go) > 1:\n'
-    '    from collective.safedeploy.zeoctl import trust_index\n'
-    '    trust_index(int(go[1]))\n'
+    'server_setup(os.path.dirname(sys.argv[2]),\n'
+    '             int(go[1]) if len(go) > 1 else None)\n'
     'os.dup2(2, 1)\n'
-    'ZEO.runzeo.main(["-C", sys.argv[1]])\n')
+    'options.realize(["-C", sys.argv[1]])\n'
+    'ZEO.runzeo.ZEOServer(options).main()\n')
+
+# the file a server frozen in place writes: "PID frozen [indexed]", or
+# "PID busy REASON" when it cannot freeze now
+FROZEN = 'zeo.frozen'
 
 
 def index_position(fs_path):
@@ -116,6 +124,134 @@ def trust_index(position):
         return self._file.read(8)
 
     FileStorage._sane = _sane
+
+
+# -- inside a server process started by safedeploy ---------------------------
+
+def server_setup(state_dir, position=None):
+    """What a server safedeploy starts does beyond runzeo: trust an index
+    saved at ``position``, build its invalidation queue from record headers
+    only, and freeze in place on SIGUSR1."""
+    if position is not None:
+        trust_index(position)
+    invalidations_from_headers()
+    freeze_on_signal(os.path.join(state_dir, FROZEN))
+
+
+def invalidations_from_headers():
+    """Make FileStorage.lastInvalidations :func:`last_invalidations`.
+
+    A starting ZEO server fills its invalidation queue with the object ids
+    of the last transactions (so that reconnecting clients keep their
+    caches).  FileStorage reads every record's data to get them: the time
+    grows with the size of those transactions.  The ids are in the record
+    headers; the result is the same.
+    """
+    from ZODB.FileStorage import FileStorage
+    FileStorage.lastInvalidations = last_invalidations
+
+
+def last_invalidations(storage, count):
+    """[(tid, [oid, ...]), ...] of the last ``count`` transactions of a
+    FileStorage, oldest first, from the record headers only."""
+    import struct
+    from ZODB.utils import u64
+    txn_header, txn_len = '>8sQcHHH', 23
+    data_len = 42           # oid, tid, prev, tloc, vlen (2), plen (8)
+    file = storage._file
+    seek, read = file.seek, file.read
+    with storage._lock:
+        pos = end = storage._pos
+        while count > 0 and pos > 4:
+            count -= 1
+            seek(pos - 8)
+            pos = pos - 8 - u64(read(8))
+        result = []
+        while pos + txn_len <= end:
+            seek(pos)
+            tid, tlen, status, ul, dl, el = struct.unpack(
+                txn_header, read(txn_len))
+            if status == b'c' or pos + tlen + 8 > end:
+                break
+            oids = []
+            rpos, tend = pos + txn_len + ul + dl + el, pos + tlen
+            while rpos < tend:
+                seek(rpos)
+                header = read(data_len)
+                if u64(header[24:32]) != pos:
+                    break
+                oids.append(header[:8])
+                rpos += data_len + (u64(header[34:42]) or 8)
+            result.append((tid, oids))
+            pos = tend + 8
+        seek(0)
+        return result
+
+
+def freeze_on_signal(marker):
+    """On SIGUSR1, make every writable FileStorage of this process refuse
+    new transactions (ReadOnlyError), wait for the one being committed, and
+    write ``marker``: production is read-only without a restart, and reads
+    go on undisturbed.  Then save the index (a later stop need not).
+
+    There is no way back but a restart: thawing means serving the new
+    generation (or, after a failure, the old one again) anyway.
+    """
+    import threading
+    from ZODB.FileStorage import FileStorage
+    from ZODB.POSException import ReadOnlyError
+    opened = []
+    state = dict(frozen=False, packing=0)
+    guard = threading.Lock()
+    init, begin, pack = (FileStorage.__init__, FileStorage.tpc_begin,
+                         FileStorage.pack)
+
+    def __init__(self, *args, **kw):
+        init(self, *args, **kw)
+        opened.append(self)
+
+    def tpc_begin(self, transaction, tid=None, status=' '):
+        begin(self, transaction, tid, status)   # holds the commit lock now
+        if state['frozen']:
+            self.tpc_abort(transaction)
+            raise ReadOnlyError('frozen for an evolve-copy')
+
+    def pack_(self, *args, **kw):
+        with guard:
+            if state['frozen']:
+                raise ReadOnlyError('frozen for an evolve-copy')
+            state['packing'] += 1
+        try:
+            return pack(self, *args, **kw)
+        finally:
+            with guard:
+                state['packing'] -= 1
+
+    def write(text):
+        fsutil.atomic_write(marker, '%d %s\n' % (os.getpid(), text),
+                            durable=False)
+
+    def freeze():
+        with guard:
+            if state['packing']:
+                write('busy a pack is running')
+                return
+            state['frozen'] = True
+        writable = [s for s in opened if not s.isReadOnly()]
+        for storage in writable:
+            # the transaction being committed, if any, finishes first
+            storage._commit_lock.acquire()
+            storage._commit_lock.release()
+        write('frozen')
+        for storage in writable:
+            storage._save_index()
+        write('frozen indexed')
+
+    FileStorage.__init__ = __init__
+    FileStorage.tpc_begin = tpc_begin
+    FileStorage.pack = pack_
+    signal.signal(signal.SIGUSR1, lambda *args: threading.Thread(
+        target=freeze, daemon=True).start())
 
 
 class ServerError(SafeDeployError):
@@ -199,6 +335,7 @@ class ZEOServer:
         self.conf = os.path.join(self.state_dir, 'zeo.conf')
         self.pidfile = os.path.join(self.state_dir, 'zeo.pid')
         self.log = os.path.join(self.state_dir, 'zeo.log')
+        self.frozen_marker = os.path.join(self.state_dir, FROZEN)
 
     def __repr__(self):
         return '<ZEOServer %s>' % format_address(self.address)
@@ -210,12 +347,38 @@ class ZEOServer:
 
     def _pidfile(self):
         """(pid, stopping) from the pid file, or (None, False)."""
+        words = self._pidfile_words()
+        if not words:
+            return None, False
+        return words[0], 'stopping' in words[1:]
+
+    def _pidfile_words(self):
         try:
             with open(self.pidfile) as f:
                 words = f.read().split()
-            return int(words[0]), 'stopping' in words[1:]
+            return [int(words[0])] + words[1:]
         except (OSError, ValueError, IndexError):
-            return None, False
+            return None
+
+    def freezable(self):
+        """True when the running server freezes in place on SIGUSR1 (one
+        safedeploy started without a custom runzeo)."""
+        words = self._pidfile_words()
+        return bool(words and 'freezable' in words[1:] and
+                    self.pid() == words[0])
+
+    def frozen(self):
+        """None, or the words after the pid in the running server's
+        freeze marker ('frozen', 'indexed', or 'busy' and a reason)."""
+        pid = self.pid()
+        try:
+            with open(self.frozen_marker) as f:
+                words = f.read().split()
+        except OSError:
+            return None
+        if pid is None or not words or words[0] != str(pid):
+            return None
+        return words[1:]
 
     def pid(self):
         """The pid of the running server (not one being stopped)."""
@@ -233,7 +396,7 @@ class ZEOServer:
             if time.monotonic() > deadline:
                 self._kill(pid)
                 break
-            time.sleep(0.01)
+            time.sleep(0.002)
 
     def wait_stopped(self, timeout=60):
         """Wait for a server being stopped (perhaps by a process that was
@@ -261,7 +424,7 @@ class ZEOServer:
 
     def read_only(self):
         conf = self.configuration()
-        return bool(conf and conf[2] and self.pid())
+        return bool(self.pid() and (conf and conf[2] or self.frozen()))
 
     # -- operations -------------------------------------------------------
 
@@ -272,7 +435,7 @@ class ZEOServer:
             address=format_address(self.address),
             read_only='true' if read_only else 'false',
             path=os.path.abspath(path), blob_dir=os.path.abspath(blob_dir),
-            log=self.log))
+            log=self.log), durable=False)
 
     def command(self):
         if self.runzeo:
@@ -326,7 +489,8 @@ class ZEOServer:
             process = self.prepare()
         self.wait_ready(process)
         if self.runzeo:
-            fsutil.atomic_write(self.pidfile, '%d\n' % process.pid)
+            fsutil.atomic_write(self.pidfile, '%d\n' % process.pid,
+                                durable=False)
         # a preloaded process writes its pid file itself, once it has its go
         position = None if self.runzeo else index_position(path)
         try:
@@ -345,7 +509,7 @@ class ZEOServer:
                 self._kill(process.pid)
                 raise ServerError('%s did not listen within %d s; see %s' % (
                     self.describe(), timeout, self.log))
-            time.sleep(0.005)
+            time.sleep(0.001)
         # the process is detached: nobody needs to wait for it but us now
         process.returncode = 0  # keep Popen.__del__ quiet
         logger.debug('%s started %s on %s', self.describe(),
@@ -359,12 +523,22 @@ class ZEOServer:
         if pid is None:
             self.wait_stopped(timeout)
             return False
-        # from now on nobody takes it for the running server
-        fsutil.atomic_write(self.pidfile, '%d stopping\n' % pid)
         conf = self.configuration()
-        # a read-only server writes nothing, not even its index: killing it
-        # loses nothing and is quicker than its orderly shutdown
-        sig = signal.SIGKILL if conf and conf[2] else signal.SIGTERM
+        frozen = self.frozen() or []
+        deadline = time.monotonic() + timeout
+        while frozen[:1] == ['frozen'] and 'indexed' not in frozen and \
+                time.monotonic() < deadline:
+            # a frozen server saves its index right away: let it finish
+            time.sleep(0.005)
+            frozen = self.frozen() or []
+        # from now on nobody takes it for the running server
+        fsutil.atomic_write(self.pidfile, '%d stopping\n' % pid,
+                            durable=False)
+        # a read-only server writes nothing, not even its index, and a
+        # frozen one has written its index: killing it loses nothing and
+        # is quicker than its orderly shutdown
+        sig = signal.SIGKILL if conf and conf[2] or 'indexed' in frozen \
+            else signal.SIGTERM
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -376,6 +550,32 @@ class ZEOServer:
             time.sleep(0.01)
         logger.debug('%s stopped', self.describe())
         return True
+
+    def freeze(self, timeout=60):
+        """Make the running server refuse writes without a restart (see
+        :func:`freeze_on_signal`); return when the transaction being
+        committed, if any, is done.  False when this server cannot."""
+        pid = self.pid()
+        if pid is None or not self.freezable():
+            return False
+        if os.path.exists(self.frozen_marker):
+            os.unlink(self.frozen_marker)
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.frozen()
+            if state and state[0] == 'busy':
+                os.unlink(self.frozen_marker)
+                raise ServerError('%s cannot be made read-only now (%s); try '
+                                  'again when it is done' % (
+                                      self.describe(), ' '.join(state[1:])))
+            if state:
+                return True
+            if not alive(pid) or time.monotonic() > deadline:
+                raise ServerError('%s did not become read-only within %d s; '
+                                  'see %s' % (self.describe(), timeout,
+                                              self.log))
+            time.sleep(0.002)
 
     def restart(self, path, blob_dir, read_only=False, timeout=60,
                 process=None):
@@ -430,7 +630,10 @@ class DataServer:
 
     def prepare(self, count=1):
         """Get the next server processes ready (imports done) so that the
-        restarts inside the read-only window are short."""
+        restarts inside the read-only window are short.  A server that
+        freezes in place needs one restart less."""
+        if count > 1 and self.server.freezable():
+            count -= 1
         self._next = [p for p in self._next if p.poll() is None]
         while len(self._next) < count:
             self._next.append(self.server.prepare())
@@ -456,6 +659,9 @@ class DataServer:
             if process.poll() is None:
                 process.kill()   # it waits for its go: nothing to lose
                 process.wait()
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None and not pipe.closed:
+                    pipe.close()
         self._next = []
 
     def serve(self, generation_dir, read_only):
@@ -466,6 +672,14 @@ class DataServer:
             process=process)
 
     def freeze(self, generation_dir):
+        """Production read-only: in place when the server can (its reads
+        go on undisturbed), else by a restart read-only."""
+        serving = self.serving()
+        if serving and not serving[1] and os.path.realpath(serving[0]) == \
+                os.path.realpath(os.path.join(generation_dir,
+                                              self.data_path)) and \
+                self.server.freeze():
+            return
         self.serve(generation_dir, read_only=True)
 
     def thaw(self, generation_dir):
@@ -476,7 +690,7 @@ class DataServer:
         conf = self.server.configuration()
         if not conf or not self.server.pid():
             return None
-        return conf[0], conf[2]
+        return conf[0], bool(conf[2] or self.server.frozen())
 
 
 class CommandControl:
@@ -555,8 +769,8 @@ def main(argv=None):
         elif args.command == 'status':
             conf = server.configuration()
             print('%s: %s' % (server.describe(), 'running pid %s (%s, %s)' % (
-                server.pid(), conf[0], 'read-only' if conf[2] else
-                'writable') if server.pid() else 'stopped'))
+                server.pid(), conf[0], 'read-only' if server.read_only()
+                else 'writable') if server.pid() else 'stopped'))
         else:
             if not args.data:
                 raise ConfigurationError('start needs --data DATA-ROOT')

@@ -357,10 +357,12 @@ def still_prefix(src_fs, prefix):
         os.close(fd)
 
 
-def catch_up(src_fs, dst_fs, prefix, progress=None):
+def catch_up(src_fs, dst_fs, prefix, progress=None, sync=True):
     """Append to ``dst_fs`` the transactions committed in ``src_fs`` since
-    ``prefix`` was copied.  Raises :class:`PackedSince` when ``src_fs`` is
-    no longer an extension of what was copied."""
+    ``prefix`` was copied (fsynced unless ``sync`` is false: the caller
+    then makes it durable before relying on it).  Raises
+    :class:`PackedSince` when ``src_fs`` is no longer an extension of what
+    was copied."""
     fd = _open_source(src_fs)
     try:
         if not _still_prefix(fd, prefix):
@@ -377,7 +379,8 @@ def catch_up(src_fs, dst_fs, prefix, progress=None):
                                 'it; copy it again' % dst_fs)
             os.ftruncate(out, prefix.end)   # a killed catch-up's tail
             _copy_range(fd, out, prefix.end, pos.end, progress)
-            os.fsync(out)
+            if sync:
+                os.fsync(out)
         finally:
             os.close(out)
         return prefix._replace(end=pos.end,

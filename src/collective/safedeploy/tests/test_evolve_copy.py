@@ -218,20 +218,21 @@ class ProcedureTests(EvolveCopyTestCase):
 
 
 class PackingEvolveCopy(evolvecopy.EvolveCopy):
-    """Production is packed between prepare and catch-up (by another
-    process: the read-only server holds no lock)."""
+    """Production is packed between prepare and catch-up: through its
+    server, as zeopack does, just before the freeze."""
 
     def freeze(self):
-        result = super().freeze()
-        from ZODB.FileStorage import FileStorage
+        import tempfile
+        from ZEO.ClientStorage import ClientStorage
         from ZODB.serialize import referencesf
-        storage = FileStorage(self.data.fs(self.source),
-                              blob_dir=self.data.blobs(self.source))
-        try:
-            storage.pack(time.time() + 1, referencesf)
-        finally:
-            storage.close()
-        return result
+        with tempfile.TemporaryDirectory() as cache:
+            storage = ClientStorage(self.control.server.address,
+                                    wait_timeout=30, blob_dir=cache)
+            try:
+                storage.pack(time.time() + 1, referencesf, wait=True)
+            finally:
+                storage.close()
+        return super().freeze()
 
 
 class PackTests(EvolveCopyTestCase):
@@ -251,6 +252,77 @@ class PackTests(EvolveCopyTestCase):
         site = self.site()
         self.assertEqual(site[1002], ('h 2', b'HISTORY'))
         self.assertEqual(len(site), self.documents + 3)
+
+
+class FreezeInPlaceTests(EvolveCopyTestCase):
+    """A server safedeploy started freezes without a restart."""
+
+    def test_writes_refused_reads_served_then_thawed_by_a_restart(self):
+        client = zeosupport.Client(self.server.address)
+        self.addCleanup(client.stop)
+        self.assertTrue(client.ask('write').startswith('ok'))
+        documents = client.ask('read')
+        before = zeosupport.production_fingerprint(self.data, '1')
+        pid = self.server.zeo.pid()
+        started = time.monotonic()
+        self.server.control.freeze(self.data.dir('1'))
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(self.server.zeo.pid(), pid)     # no restart
+        self.assertEqual(self.server.serving()[1], True)
+        self.assertTrue(self.server.zeo.read_only())
+        self.assertEqual(client.ask('write'), 'refused ReadOnlyError')
+        self.assertEqual(client.ask('read'), documents)
+        # a pack is refused too: the file stays what it is
+        from ZEO.ClientStorage import ClientStorage
+        from ZODB.POSException import ReadOnlyError
+        from ZODB.serialize import referencesf
+        cache = zeosupport.temporary_directory(self)
+        storage = ClientStorage(self.server.zeo.address, wait_timeout=30,
+                                blob_dir=cache)
+        try:
+            with self.assertRaises(ReadOnlyError):
+                storage.pack(time.time() + 1, referencesf, wait=True)
+        finally:
+            storage.close()
+        self.assertEqual(zeosupport.production_fingerprint(self.data, '1'),
+                         before)
+        # its index is saved while frozen: a stop need not write it
+        deadline = time.monotonic() + 30
+        while 'indexed' not in (self.server.zeo.frozen() or ()):
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.01)
+        self.server.control.thaw(self.data.dir('1'))
+        self.assertNotEqual(self.server.zeo.pid(), pid)
+        self.assertEqual(self.server.serving()[1], False)
+        self.assertEqual(client.ask('wait writable'), 'connected writable')
+        self.assertTrue(client.ask('write').startswith('ok'))
+        self.assertEqual(client.ask('read'), 'read %d' % (
+            int(documents.split()[1]) + 1))
+
+    def test_a_custom_runzeo_is_restarted_read_only_instead(self):
+        self.server.stop()
+        runzeo = os.path.join(os.path.dirname(sys.executable), 'runzeo')
+        zeo = zeoctl.ZEOServer(self.server.address, self.server.state_dir,
+                               runzeo=runzeo)
+        control = zeoctl.DataServer(zeo, evolvecopy.FS, evolvecopy.BLOBS)
+        self.addCleanup(zeo.stop)
+        control.thaw(self.data.dir('1'))
+        pid = zeo.pid()
+        self.assertFalse(zeo.freezable())
+        control.freeze(self.data.dir('1'))
+        self.assertNotEqual(zeo.pid(), pid)
+        self.assertEqual(control.serving()[1], True)
+        self.assertEqual(zeo.configuration()[2], True)
+
+    def test_invalidations_from_headers_are_filestorage_s(self):
+        from ZODB.FileStorage import FileStorage
+        storage = FileStorage(self.data.fs('1'), read_only=True)
+        try:
+            for count in (0, 1, 2, 5, 1000):
+                self.assertEqual(zeoctl.last_invalidations(storage, count),
+                                 storage.lastInvalidations(count))
+        finally:
+            storage.close()
 
 
 class RehearseTests(EvolveCopyTestCase):
