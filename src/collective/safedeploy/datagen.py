@@ -153,7 +153,7 @@ class DataRoot:
     # -- copying a consistent generation -----------------------------------
 
     def copy_data(self, source, target, hints=(), progress=None,
-                  link_from=None):
+                  recorded=()):
         """Copy the configured files of ``source`` into ``target`` (a new,
         empty directory), consistent while ``source`` is being written;
         verify the copy.  Returns the manifest entries describing it.
@@ -161,8 +161,14 @@ class DataRoot:
         ``hints``: entries of earlier manifests; when one still describes
         a prefix of a source Data.fs, only transactions after it have their
         blobs checked (its blobs were checked when it was taken).
+
+        ``recorded``: when ``source`` is a snapshot's own copy, the entries
+        its manifest records: each Data.fs is then exactly the recorded
+        prefix, handed over by a hard link when nothing else holds it
+        (:func:`~collective.safedeploy.zodbcopy.take_prefix`).
         """
         entries = []
+        own = {e.get('fs'): e.get('copy') for e in recorded}
         # Data.fs files first, then blobs: a blob file exists before the
         # commit that records it
         prefixes = {}
@@ -172,14 +178,15 @@ class DataRoot:
             src = os.path.join(source, s.fs)
             dst = os.path.join(target, s.fs)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            prefixes[s.fs] = zodbcopy.copy_prefix(src, dst, progress)
+            if own.get(s.fs):
+                prefixes[s.fs] = zodbcopy.take_prefix(
+                    src, dst, zodbcopy.Prefix.from_dict(own[s.fs]), progress)
+            else:
+                prefixes[s.fs] = zodbcopy.copy_prefix(src, dst, progress)
         for s in self.storages:
             if s.blobs:
-                zodbcopy.link_blobs(
-                    os.path.join(source, s.blobs),
-                    os.path.join(target, s.blobs),
-                    alternative=os.path.join(link_from, s.blobs)
-                    if link_from else None)
+                zodbcopy.link_blobs(os.path.join(source, s.blobs),
+                                    os.path.join(target, s.blobs))
             if s.other:
                 src = os.path.join(source, s.other)
                 if not os.path.lexists(src):
@@ -226,20 +233,30 @@ class DataRoot:
         return result
 
     def new_generation(self, source=None, flip=False, hints=(),
-                       event='published', link_from=None, **info):
+                       event='published', recorded=(), make=None,
+                       check=None, **info):
         """Make a new complete generation from ``source`` (a directory
         holding the configured files; default: the current generation,
         which may be in use) and, with ``flip``, make it current.
-        Call under :meth:`lock`.  Returns its name."""
+        Call under :meth:`lock`.  Returns its name.
+
+        By default the configured files are copied (:meth:`copy_data`).
+        A filesystem that can make the whole directory at once passes
+        ``make(path)``, which creates it already holding them, and
+        ``check(path)``, which checks them and returns the manifest
+        entries."""
         gens = self.generations
         gens.recover()
         self.remove_unfinished_copies()
         source = source or self.current_path()
         name = self.next_name()
-        path = gens.stage(name, source=source, **info)
+        path = gens.stage(name, make=make, source=source, **info)
         try:
-            entries = self.copy_data(source, path, self.hints(hints),
-                                     link_from=link_from)
+            if check is not None:
+                entries = check(path)
+            else:
+                entries = self.copy_data(source, path, self.hints(hints),
+                                         recorded=recorded)
         except BaseException as e:
             gens.mark_failed(name, str(e) or e.__class__.__name__)
             raise

@@ -131,8 +131,13 @@ class Generations:
         return locked(self.lock_path,
                       what or 'a %s build or rollback' % self.kind)
 
-    def stage(self, name, **info):
+    def stage(self, name, make=None, **info):
         """Create the directory of a new generation (under the lock).
+
+        ``make(path)``, when given, creates the directory ``path`` instead
+        of an empty one (e.g. as a filesystem snapshot already holding the
+        generation's files); it is renamed to the generation's name only
+        once ``make`` returned.
 
         A complete generation is never staged again: rebuilding it is
         :meth:`discard` first, which refuses the current one.
@@ -148,7 +153,7 @@ class Generations:
         tmp = os.path.join(self.directory, '.%s.staging.tmp' % name)
         if os.path.lexists(tmp):
             fsutil.remove_tree(tmp)
-        os.mkdir(tmp)
+        (make or os.mkdir)(tmp)
         fsutil.atomic_write_json(os.path.join(tmp, STAGING),
                                  dict(info, name=name, pid=os.getpid()))
         os.rename(tmp, path)

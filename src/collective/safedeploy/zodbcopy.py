@@ -281,16 +281,24 @@ def _copy_index(src_fs, dst_fs):
     return True
 
 
-def copy_prefix(src_fs, dst_fs, progress=None):
-    """Copy ``src_fs`` up to the end of its last committed transaction to
-    ``dst_fs`` (which must not exist), fsynced.  Returns a :class:`Prefix`.
+def copy_prefix(src_fs, dst_fs, progress=None, end=None):
+    """Copy ``src_fs`` up to the end of its last committed transaction (or
+    up to ``end``, the end of a committed transaction) to ``dst_fs`` (which
+    must not exist), fsynced.  Returns a :class:`Prefix`.
     """
     if os.path.lexists(dst_fs):
         raise CopyError('%s exists; a copy never overwrites a file' % dst_fs)
     fd = _open_source(src_fs)
     try:
         st = os.fstat(fd)
-        pos = _committed_end(fd, src_fs, st.st_size)
+        if end is None:
+            pos = _committed_end(fd, src_fs, st.st_size)
+        else:
+            found = _record_ending_at(fd, end) if end > 4 else (4, None, b' ')
+            if found is None:
+                raise CopyError('no transaction of %s ends at %d; the file '
+                                'is not what was recorded' % (src_fs, end))
+            pos = Position(end, found[1])
         tmp = dst_fs + '.copying'
         if os.path.lexists(tmp):
             os.unlink(tmp)
@@ -320,6 +328,38 @@ def copy_prefix(src_fs, dst_fs, progress=None):
     fsync_dir(os.path.dirname(os.path.abspath(dst_fs)))
     logger.debug('copied %s bytes of %s (last transaction %s)',
                  prefix.end, src_fs, tid_hex(prefix.last_tid))
+    return prefix
+
+
+def take_prefix(src_fs, dst_fs, prefix, progress=None):
+    """``dst_fs`` holding the first ``prefix.end`` bytes of ``src_fs``, a
+    snapshot's own copy (``prefix`` describes it as recorded).
+
+    When nothing else holds that file and it is exactly as recorded, it is
+    hard-linked: no byte is copied.  FileStorage only ever appends to its
+    file (a pack writes a new one and renames it), so the snapshot's bytes
+    stay what they are while the site writes after them; it is copied
+    instead whenever it is shared or longer already.  Returns a
+    :class:`Prefix` of ``src_fs``.
+    """
+    if not still_prefix(src_fs, prefix):
+        raise CopyError('%s is not the file recorded for it (changed or '
+                        'replaced); it cannot be restored' % src_fs)
+    st = os.stat(src_fs)
+    if st.st_nlink > 1 or st.st_size != prefix.end:
+        return copy_prefix(src_fs, dst_fs, progress, end=prefix.end)
+    try:
+        os.link(src_fs, dst_fs)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
+            raise
+        return copy_prefix(src_fs, dst_fs, progress, end=prefix.end)
+    _copy_index(src_fs, dst_fs)
+    fsync_dir(os.path.dirname(os.path.abspath(dst_fs)))
+    if progress is not None:
+        progress(prefix.end)
+    logger.debug('linked %s (%s bytes, last transaction %s)', src_fs,
+                 prefix.end, tid_hex(prefix.last_tid))
     return prefix
 
 
@@ -403,17 +443,13 @@ def blob_files(blob_dir):
                 yield os.path.normpath(os.path.join(rel, name))
 
 
-def link_blobs(src_blobdir, dst_blobdir, progress=None, reflink=False,
-               alternative=None):
+def link_blobs(src_blobdir, dst_blobdir, progress=None, reflink=False):
     """Hard-link every committed blob file of ``src_blobdir`` that
     ``dst_blobdir`` lacks; copy ``.layout``.  Returns the number linked.
 
     Idempotent: a second call (a catch-up) links only what is new.  With
     ``reflink`` (or when hard links cannot cross, e.g. between btrfs
-    subvolumes) files are cloned instead -- or, when ``alternative`` (a
-    blob directory where hard links work, e.g. the generation a btrfs
-    snapshot was taken of) holds the very same file (same path, inode,
-    size and time), linked from there.
+    subvolumes) files are cloned instead.
     """
     if not os.path.isdir(src_blobdir):
         raise CopyError('no blob directory at %s; check the blob-dir '
@@ -426,23 +462,13 @@ def link_blobs(src_blobdir, dst_blobdir, progress=None, reflink=False,
     os.makedirs(os.path.join(dst_blobdir, TMP_DIR), mode=0o700,
                 exist_ok=True)
     state = dict(count=0, cloned=False, reflink=reflink)
-    _link_tree(src_blobdir, dst_blobdir, True, state, progress, top=True,
-               alt=alternative)
+    _link_tree(src_blobdir, dst_blobdir, True, state, progress, top=True)
     if state['cloned']:
         syncfs(dst_blobdir)
     return state['count']
 
 
-def _same_file(entry, alt):
-    try:
-        a, b = entry.stat(follow_symlinks=False), os.lstat(alt)
-    except OSError:
-        return False
-    return (a.st_ino, a.st_size, a.st_mtime_ns) == (
-        b.st_ino, b.st_size, b.st_mtime_ns)
-
-
-def _link_tree(src, dst, existed, state, progress, top=False, alt=None):
+def _link_tree(src, dst, existed, state, progress, top=False):
     """Mirror the directories of ``src`` in ``dst`` and link its
     ``*.blob`` files (like ``cp -al``, but only what ``dst`` lacks)."""
     present = set(os.listdir(dst)) if existed else ()
@@ -456,14 +482,11 @@ def _link_tree(src, dst, existed, state, progress, top=False, alt=None):
             if top and name == TMP_DIR:
                 continue
             target = dst + os.sep + name
-            sub = alt + os.sep + name if alt else None
             if name in present:
-                _link_tree(entry.path, target, True, state, progress,
-                           alt=sub)
+                _link_tree(entry.path, target, True, state, progress)
             else:
                 os.mkdir(target, 0o700)
-                _link_tree(entry.path, target, False, state, progress,
-                           alt=sub)
+                _link_tree(entry.path, target, False, state, progress)
         elif name.endswith('.blob') and name not in present:
             target = dst + os.sep + name
             try:
@@ -476,13 +499,6 @@ def _link_tree(src, dst, existed, state, progress, top=False, alt=None):
                 if e.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
                     raise
                 state['reflink'] = True    # no hard links here: stop trying
-                if alt and _same_file(entry, alt + os.sep + name):
-                    try:
-                        os.link(alt + os.sep + name, target)
-                        state['count'] += 1
-                        continue
-                    except OSError:
-                        pass
                 _clone_file(entry.path, target, sync=False)
                 state['cloned'] = True
             state['count'] += 1

@@ -106,9 +106,14 @@ class Backend:
                 '(they are kept in %s)' % (name, count, keeper))
 
     def restore_as_generation(self, name, info, source, force=False,
-                              discard_writes=False, link_from=None):
+                              discard_writes=False, own_copy=False,
+                              make=None, check=None):
         """A new data generation made from ``source`` (the snapshot's copy
-        of the data) and flipped in; the replaced one is kept."""
+        of the data) and flipped in; the replaced one is kept.  With
+        ``own_copy`` (``source`` holds the snapshot's own files, as
+        recorded) its Data.fs is handed over rather than copied when it
+        can be; ``make`` and ``check``: see :meth:`~collective.safedeploy.
+        datagen.DataRoot.new_generation`."""
         with self.lock():
             self.refuse_running()
             current = self.root.current_name()
@@ -118,7 +123,8 @@ class Backend:
             generation = self.root.new_generation(
                 source=source, flip=True, hints=info.get('storages', []),
                 event='restored', snapshot=name, discarded=count,
-                replaced=current, link_from=link_from)
+                replaced=current, make=make, check=check,
+                recorded=info.get('storages', []) if own_copy else ())
             logger.info('restored snapshot %s as data generation %s '
                         '(generation %s kept, %d transaction(s) in it after '
                         'the snapshot)', name, generation, current, count)

@@ -1,24 +1,36 @@
-"""The btrfs backend: read-only snapshots of the data root subvolume.
+"""The btrfs backend: read-only snapshots of subvolumes, restored as
+writable snapshots.
 
-``DATA`` is a btrfs subvolume; a snapshot is ``btrfs subvolume snapshot
--r DATA DATA/.snapshots/<name>`` -- atomic, instant, whatever the site is
+``DATA`` is a btrfs subvolume.  A snapshot is a read-only subvolume
+``DATA/.snapshots/<name>`` -- atomic, instant, whatever the site is
 writing (a transaction being committed at that moment is not part of it:
-a read-only open stops at the last committed one).  Its details are in
-``DATA/.snapshots/<name>.json``, written before the snapshot gets its
-name, so a listed snapshot is always a verified one.
+a read-only open stops at the last committed one).  It is a snapshot of
 
-A restore makes a new data generation from the snapshot's copy of the
-current generation (Data.fs and blobs reflinked across subvolumes: no
-data is copied) and flips ``DATA/current`` to it; the replaced generation
-is kept.
+- the current data generation, when that is a subvolume itself (every
+  generation a restore made is one): the snapshot's top level is the
+  generation (``"of": "generation"`` in its details);
+- otherwise of the whole data root (``"of": "root"``; e.g. generation 1
+  made by ``--adopt``): the generation is ``generations/<G>`` in it.
+
+Its details are in ``DATA/.snapshots/<name>.json``, written before the
+snapshot gets its name, so a listed snapshot is always a verified one.
+
+A restore makes a writable snapshot of the snapshot the new data
+generation -- whatever the size of the data, no file is copied or linked
+-- and flips ``DATA/current`` to it; the replaced generation is kept.
 """
 import json
 import logging
 import os
+import pickle
+import uuid
 
 from .. import fsutil
+from .. import generations
 from .. import zodbcopy
 from ..errors import ConfigurationError
+from ..errors import NotFound
+from ..datagen import GENERATIONS
 from ..datagen import best_hint
 from ..datagen import since
 from ..journal import Journal
@@ -32,6 +44,12 @@ logger = logging.getLogger('collective.safedeploy')
 
 SNAPSHOTS = '.snapshots'
 STAGING = '.staging-'
+# what a snapshot is of
+ROOT = 'root'               # the data root (details without "of": old ones)
+GENERATION = 'generation'   # the current data generation, a subvolume
+# where a restore puts what a snapshot of the root holds besides the
+# generation, before removing it
+REST = '.safedeploy-rest-'
 
 
 class BtrfsBackend(Backend):
@@ -87,14 +105,16 @@ class BtrfsBackend(Backend):
             self.cleanup()
             self.refuse_existing(name)
             generation = self.root.current_name()
+            of, source = self._what_to_snapshot(generation)
             time = now()
             staging = self.path(STAGING + name)
-            command(['btrfs', 'subvolume', 'snapshot', '-r', self.root.path,
+            command(['btrfs', 'subvolume', 'snapshot', '-r', source,
                      staging])
             try:
-                storages = self._verify(staging, generation)
+                storages = self._verify(
+                    self.generation_in(staging, of, generation), generation)
                 meta = dict(name=name, backend=self.name, time=time,
-                            release=release, generation=generation,
+                            release=release, generation=generation, of=of,
                             storages=storages,
                             last_tid=storages[0]['last_tid']
                             if storages else None)
@@ -111,11 +131,25 @@ class BtrfsBackend(Backend):
             self.journal.append('snapshot', name=name, release=release)
             return self._row(meta)
 
-    def _verify(self, snapshot, generation):
-        """Check the snapshot's copy of the current generation; return the
-        entries recorded for it."""
+    def _what_to_snapshot(self, generation):
+        """(kind, subvolume): the current generation when it is a
+        subvolume, else the data root.  (A snapshot of the root holds an
+        empty directory where a nested subvolume is.)"""
+        path = self.root.generations.path(generation)
+        if is_btrfs_subvolume(path):
+            return GENERATION, path
+        return ROOT, self.root.path
+
+    def generation_in(self, snapshot, of, generation):
+        """Where data generation ``generation`` is in a snapshot."""
+        if of == GENERATION:
+            return snapshot
+        return os.path.join(snapshot, GENERATIONS, generation)
+
+    def _verify(self, inside, generation):
+        """Check the snapshot's copy ``inside`` of the current generation;
+        return the entries recorded for it."""
         source = self.root.generations.path(generation)
-        inside = os.path.join(snapshot, 'generations', generation)
         hints = self.root.hints(self._entries())
         entries = []
         for fs_rel, blobs_rel in [(s.fs, s.blobs)
@@ -199,16 +233,119 @@ class BtrfsBackend(Backend):
             held = None
         return size, held
 
+    def meta(self, name):
+        """The details of a listed snapshot."""
+        self.info(name)
+        with open(self.meta_path(name)) as f:
+            return json.load(f)
+
     def restore(self, name, force=False, discard_writes=False):
-        info = self.info(name)
-        source = os.path.join(self.path(name), 'generations',
-                              info['generation'])
-        # blobs the generation it was taken of still holds are the same
-        # files: hard-link them from there (no link crosses subvolumes)
-        live = self.root.generations.path(info['generation'])
+        """A writable snapshot of snapshot ``name`` becomes the new data
+        generation; ``current`` is flipped to it, the replaced generation
+        is kept."""
+        meta = self.meta(name)
+        snapshot = self.path(name)
         return self.restore_as_generation(
-            name, info, source, force, discard_writes,
-            link_from=live if os.path.isdir(live) else None)
+            name, meta, snapshot, force, discard_writes,
+            make=lambda tmp: self.writable_snapshot(snapshot, meta, tmp),
+            check=lambda path: self.check_restored(path, meta))
+
+    def writable_snapshot(self, snapshot, meta, path):
+        """Make ``path`` a writable snapshot of ``snapshot`` laid out as a
+        data generation: what the snapshotted generation held, without its
+        manifest."""
+        command(['btrfs', 'subvolume', 'snapshot', snapshot, path])
+        try:
+            if meta.get('of', ROOT) == ROOT:
+                self.lift_generation(path, meta['generation'], meta['name'])
+            for marker in (generations.MANIFEST, generations.STAGING,
+                           generations.FAILED):
+                marker = os.path.join(path, marker)
+                if os.path.exists(marker):
+                    os.unlink(marker)
+        except BaseException:
+            fsutil.remove_tree(path)
+            raise
+
+    def lift_generation(self, top, generation, name):
+        """In ``top``, a writable snapshot of the data root, move
+        ``generations/<generation>/*`` up to the top level and remove
+        everything else (in one subvolume a rename is instant; what is
+        removed is small: other generations a snapshot of the root holds
+        are empty directories when they are subvolumes)."""
+        rest = os.path.join(top, REST + uuid.uuid4().hex[:8])
+        os.mkdir(rest, 0o700)
+        for entry in os.listdir(top):
+            if entry != os.path.basename(rest):
+                os.rename(os.path.join(top, entry),
+                          os.path.join(rest, entry))
+        inside = os.path.join(rest, GENERATIONS, generation)
+        if not os.path.isdir(inside):
+            raise NotFound('snapshot %s holds no data generation %s; '
+                           'restore another snapshot' % (name, generation))
+        for entry in os.listdir(inside):
+            os.rename(os.path.join(inside, entry), os.path.join(top, entry))
+        os.chmod(top, os.stat(inside).st_mode & 0o7777)
+        fsutil.remove_tree(rest)
+        fsutil.fsync_directory(top)
+
+    def check_restored(self, path, meta):
+        """Check the new generation ``path`` against the snapshot's details
+        (the snapshot was verified when it was taken and is read-only: the
+        Data.fs ends with the recorded transaction at the recorded end, the
+        blob directory is there); return its manifest entries."""
+        entries = []
+        for entry in meta.get('storages', []):
+            fs = os.path.join(path, entry['fs'])
+            recorded = zodbcopy.Prefix.from_dict(entry['copy'])
+            try:
+                pos = zodbcopy.committed_end(fs)
+            except zodbcopy.CopyError as e:
+                raise zodbcopy.VerificationFailed(str(e))
+            first = zodbcopy._first_tid_of(fs, pos.end)
+            if (pos.end, pos.last_tid, first) != (
+                    recorded.end, recorded.last_tid, recorded.first_tid):
+                raise zodbcopy.VerificationFailed(
+                    '%s ends with transaction %s at byte %d, not %s at %d '
+                    'as recorded for snapshot %s; restore another snapshot'
+                    % (fs, zodbcopy.tid_hex(pos.last_tid), pos.end,
+                       entry['last_tid'], recorded.end, meta['name']))
+            if os.path.getsize(fs) > pos.end:
+                # a transaction being committed when the snapshot was taken:
+                # not part of it (a writable open would cut it off too)
+                os.truncate(fs, pos.end)
+            if entry.get('blobs'):
+                blobs = os.path.join(path, entry['blobs'])
+                if not os.path.isdir(blobs):
+                    raise zodbcopy.VerificationFailed(
+                        'no blob directory at %s' % blobs)
+                self.clear_blob_tmp(blobs)
+                zodbcopy.prepare_blob_dir(blobs)
+            st = os.stat(fs)
+            own = recorded._replace(inode=st.st_ino, device=st.st_dev)
+            index = index_position(fs)
+            if index != pos.end:
+                logger.info('%s.index %s: the first open of the restored '
+                            'data scans %s', fs, 'is missing' if index is None
+                            else 'ends at byte %d' % index,
+                            'all of it' if index is None else
+                            'the transactions after it')
+            entries.append(dict(
+                fs=entry['fs'], blobs=entry.get('blobs'),
+                source=entry['copy'], copy=own.as_dict(),
+                last_tid=entry['last_tid'],
+                verified_since=entry.get('verified_since'),
+                verified_in_snapshot=meta['name'],
+                checked_transactions=0, checked_blobs=0))
+        fsutil.fsync_directory(path)
+        return entries
+
+    def clear_blob_tmp(self, blobs):
+        """Uncommitted blob files the site was writing when the snapshot
+        was taken are no part of the data."""
+        tmp = os.path.join(blobs, zodbcopy.TMP_DIR)
+        if os.path.isdir(tmp) and os.listdir(tmp):
+            fsutil.remove_tree(tmp)
 
     def destroy(self, name):
         with self.lock():
@@ -217,3 +354,14 @@ class BtrfsBackend(Backend):
             fsutil.fsync_directory(self.directory)
             self._delete_subvolume(self.path(name))
             self.journal.append('destroyed', name=name)
+
+
+def index_position(fs):
+    """Where the ``Data.fs.index`` next to ``fs`` says its index ends (the
+    first thing saved in it), or None when there is none."""
+    try:
+        with open(fs + '.index', 'rb') as f:
+            pos = pickle.Unpickler(f).load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError):
+        return None
+    return pos if isinstance(pos, int) else None

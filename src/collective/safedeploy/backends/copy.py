@@ -97,7 +97,8 @@ class CopyBackend(Backend):
     def restore(self, name, force=False, discard_writes=False):
         info = self.info(name)
         return self.restore_as_generation(
-            name, info, self.store.path(name), force, discard_writes)
+            name, info, self.store.path(name), force, discard_writes,
+            own_copy=True)
 
     def destroy(self, name):
         with self.lock():

@@ -1,4 +1,5 @@
 """bin/snapshot with the copy backend, adopt, and bad inputs."""
+import hashlib
 import os
 import shutil
 import subprocess
@@ -6,6 +7,7 @@ import tempfile
 import unittest
 
 from collective.safedeploy import snapshot
+from collective.safedeploy.datagen import DataRoot
 from collective.safedeploy.tests import support
 from collective.safedeploy.tests import zodbsupport as zs
 from collective.safedeploy.tests.snapshotsupport import BackendContract
@@ -41,6 +43,43 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         self.assertEqual(
             zs.hash_tree(os.path.join(self.data, 'generations', '1')),
             before)
+
+    def test_restore_hands_the_data_fs_over_and_the_snapshot_stays(self):
+        self.ok('s1')
+        fs, blobs = self.snapshot_files('s1')
+        size, snapshot_hash = os.path.getsize(fs), zs.hash_file(fs)
+        before = zs.read_all(fs, blobs)
+        zs.commit(self.current_fs(), self.current_blobs(), n=1)
+        self.ok('--restore', 's1', '--discard-writes')
+        # the restored generation holds the snapshot's file: nothing copied
+        self.assertEqual(os.stat(self.current_fs()).st_ino,
+                         os.stat(fs).st_ino)
+        # the site writes after it (and packs: a new file) ...
+        zs.commit(self.current_fs(), self.current_blobs(), n=2)
+        written = zs.read_all(self.current_fs(), self.current_blobs())
+        # ... and the snapshot is still its first bytes, listed, restorable
+        with open(fs, 'rb') as f:
+            self.assertEqual(hashlib.sha256(f.read(size)).hexdigest(),
+                             snapshot_hash)
+        self.assertGreater(os.path.getsize(fs), size)
+        self.assertEqual([r['name'] for r in self.listing()], ['s1'])
+        self.ok('--restore', 's1', '--discard-writes')
+        # the second time it is shared: its recorded part is copied
+        self.assertNotEqual(os.stat(self.current_fs()).st_ino,
+                            os.stat(fs).st_ino)
+        self.assertEqual(os.path.getsize(self.current_fs()), size)
+        self.assertEqual(zs.read_all(self.current_fs(), self.current_blobs()),
+                         before)
+        # what the first restore's site wrote is kept in its generation
+        root = DataRoot(self.data)
+        first = root.generations.path(root.generations.good()[-2])
+        self.assertEqual(zs.read_all(
+            os.path.join(first, 'filestorage', 'Data.fs'),
+            os.path.join(first, 'blobstorage')), written)
+        # writes to the current generation do not reach the snapshot
+        zs.commit(self.current_fs(), self.current_blobs(), n=1)
+        self.assertEqual(os.path.getsize(fs), os.path.getsize(
+            os.path.join(first, 'filestorage', 'Data.fs')))
 
     def test_forced_btrfs_on_another_filesystem(self):
         message = self.fails('--backend', 'btrfs')
