@@ -170,8 +170,9 @@ class DataRoot:
         entries = []
         own = {e.get('fs'): e.get('copy') for e in recorded}
         # Data.fs files first, then blobs: a blob file exists before the
-        # commit that records it
-        prefixes = {}
+        # commit that records it.  Each Data.fs copy goes to disk while
+        # the blobs are linked.
+        prefixes, syncs = {}, []
         for s in self.storages:
             if not s.fs:
                 continue
@@ -180,9 +181,12 @@ class DataRoot:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             if own.get(s.fs):
                 prefixes[s.fs] = zodbcopy.take_prefix(
-                    src, dst, zodbcopy.Prefix.from_dict(own[s.fs]), progress)
+                    src, dst, zodbcopy.Prefix.from_dict(own[s.fs]), progress,
+                    sync=False)
             else:
-                prefixes[s.fs] = zodbcopy.copy_prefix(src, dst, progress)
+                prefixes[s.fs] = zodbcopy.copy_prefix(src, dst, progress,
+                                                      sync=False)
+            syncs.append(zodbcopy.BackgroundSync(dst))
         for s in self.storages:
             if s.blobs:
                 zodbcopy.link_blobs(os.path.join(source, s.blobs),
@@ -198,6 +202,8 @@ class DataRoot:
                     zodbcopy.copy_tree_clone(src, dst)
                 else:
                     zodbcopy._clone_file(src, dst)
+        for sync in syncs:
+            sync.wait()
         for s in self.storages:
             if not s.fs:
                 continue

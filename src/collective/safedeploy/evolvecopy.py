@@ -473,22 +473,7 @@ class EvolveCopy:
     def sync_in_background(self, path):
         """fsync ``path`` while the next steps run; :meth:`switch` waits
         for it: the copy is durable before it becomes current."""
-        import threading
-        result = {}
-
-        def sync():
-            try:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            except OSError as e:
-                result['error'] = e
-
-        thread = threading.Thread(target=sync, daemon=True)
-        thread.start()
-        self.syncing = (thread, result)
+        self.syncing = zodbcopy.BackgroundSync(path)
 
     def wait_synced(self):
         """The copy's Data.fs is on disk: the background fsync is done, or
@@ -497,11 +482,8 @@ class EvolveCopy:
         if self.syncing is None:
             self.sync_in_background(os.path.join(self.data.dir(self.name),
                                                  FS))
-        thread, result = self.syncing
-        thread.join()
-        self.syncing = None
-        if 'error' in result:
-            raise result['error']
+        syncing, self.syncing = self.syncing, None
+        syncing.wait()
 
     def recopy(self):
         path = self.data.dir(self.name)

@@ -281,10 +281,12 @@ def _copy_index(src_fs, dst_fs):
     return True
 
 
-def copy_prefix(src_fs, dst_fs, progress=None, end=None):
+def copy_prefix(src_fs, dst_fs, progress=None, end=None, sync=True):
     """Copy ``src_fs`` up to the end of its last committed transaction (or
     up to ``end``, the end of a committed transaction) to ``dst_fs`` (which
-    must not exist), fsynced.  Returns a :class:`Prefix`.
+    must not exist), fsynced (unless ``sync`` is false: the caller then
+    makes it durable, e.g. with :class:`BackgroundSync`, before relying on
+    it).  Returns a :class:`Prefix`.
     """
     if os.path.lexists(dst_fs):
         raise CopyError('%s exists; a copy never overwrites a file' % dst_fs)
@@ -310,7 +312,8 @@ def copy_prefix(src_fs, dst_fs, progress=None, end=None):
                     progress(pos.end)
             else:
                 _copy_range(fd, out, 0, pos.end, progress)
-            os.fsync(out)
+            if sync:
+                os.fsync(out)
             os.close(out)
             out = None
             os.rename(tmp, dst_fs)
@@ -331,7 +334,7 @@ def copy_prefix(src_fs, dst_fs, progress=None, end=None):
     return prefix
 
 
-def take_prefix(src_fs, dst_fs, prefix, progress=None):
+def take_prefix(src_fs, dst_fs, prefix, progress=None, sync=True):
     """``dst_fs`` holding the first ``prefix.end`` bytes of ``src_fs``, a
     snapshot's own copy (``prefix`` describes it as recorded).
 
@@ -347,13 +350,13 @@ def take_prefix(src_fs, dst_fs, prefix, progress=None):
                         'replaced); it cannot be restored' % src_fs)
     st = os.stat(src_fs)
     if st.st_nlink > 1 or st.st_size != prefix.end:
-        return copy_prefix(src_fs, dst_fs, progress, end=prefix.end)
+        return copy_prefix(src_fs, dst_fs, progress, prefix.end, sync)
     try:
         os.link(src_fs, dst_fs)
     except OSError as e:
         if e.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
             raise
-        return copy_prefix(src_fs, dst_fs, progress, end=prefix.end)
+        return copy_prefix(src_fs, dst_fs, progress, prefix.end, sync)
     _copy_index(src_fs, dst_fs)
     fsync_dir(os.path.dirname(os.path.abspath(dst_fs)))
     if progress is not None:
@@ -361,6 +364,33 @@ def take_prefix(src_fs, dst_fs, prefix, progress=None):
     logger.debug('linked %s (%s bytes, last transaction %s)', src_fs,
                  prefix.end, tid_hex(prefix.last_tid))
     return prefix
+
+
+class BackgroundSync:
+    """fsync a file in a thread while the caller goes on; :meth:`wait`
+    returns once it is on disk (and raises what the fsync raised)."""
+
+    def __init__(self, path):
+        import threading
+        self.path = path
+        self.error = None
+        self.thread = threading.Thread(target=self._sync, daemon=True)
+        self.thread.start()
+
+    def _sync(self):
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            self.error = e
+
+    def wait(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def fsync_dir(path):
