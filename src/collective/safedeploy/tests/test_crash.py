@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import time
 
@@ -62,12 +63,14 @@ class TestKillBuild(CrashTestCase):
         self.configure()
         started = time.monotonic()
         self.assertReleased(self.release('r0'), 'r0')
-        duration = time.monotonic() - started
+        # how long a whole build takes, from the builds run meanwhile (the
+        # machine's load changes: one measurement is not enough)
+        durations = [time.monotonic() - started]
         killed_before_end = 0
         for i in range(1, KILLS + 1):
             tag = 'r%d' % i
             p = self.start([support.BUILDOUT, 'safedeploy:tag=%s' % tag])
-            delay = rnd.uniform(0, duration * 1.2)
+            delay = rnd.uniform(0, statistics.median(durations[-5:]) * 1.2)
             self.kill_after(p, delay)
             if p.returncode == -signal.SIGKILL:
                 killed_before_end += 1
@@ -75,7 +78,9 @@ class TestKillBuild(CrashTestCase):
             current = self.assertCurrentComplete(context)
             self.assertIsNotNone(current, context)
             # the next run succeeds (cleaning up what the kill left)
+            started = time.monotonic()
             result = self.release(tag)
+            durations.append(time.monotonic() - started)
             if result.returncode and 'already exists' in result.output:
                 continue  # the killed run had finished
             self.assertReleased(result, tag)
