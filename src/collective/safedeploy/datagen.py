@@ -153,7 +153,7 @@ class DataRoot:
     # -- copying a consistent generation -----------------------------------
 
     def copy_data(self, source, target, hints=(), progress=None,
-                  recorded=()):
+                  recorded=(), keep_blobs=False):
         """Copy the configured files of ``source`` into ``target`` (a new,
         empty directory), consistent while ``source`` is being written;
         verify the copy.  Returns the manifest entries describing it.
@@ -165,7 +165,12 @@ class DataRoot:
         ``recorded``: when ``source`` is a snapshot's own copy, the entries
         its manifest records: each Data.fs is then exactly the recorded
         prefix, handed over by a hard link when nothing else holds it
-        (:func:`~collective.safedeploy.zodbcopy.take_prefix`).
+        (:func:`~collective.safedeploy.zodbcopy.take_prefix`), and each
+        blob tree is handed over whole
+        (:func:`~collective.safedeploy.zodbcopy.take_blobs`).
+
+        ``keep_blobs``: the copy is such a snapshot: it keeps its own flat
+        links to its blob files besides the tree.
         """
         entries = []
         own = {e.get('fs'): e.get('copy') for e in recorded}
@@ -188,9 +193,13 @@ class DataRoot:
                                                       sync=False)
             syncs.append(zodbcopy.BackgroundSync(dst))
         for s in self.storages:
-            if s.blobs:
-                zodbcopy.link_blobs(os.path.join(source, s.blobs),
+            if s.blobs and recorded:
+                zodbcopy.take_blobs(os.path.join(source, s.blobs),
                                     os.path.join(target, s.blobs))
+            elif s.blobs:
+                zodbcopy.link_blobs(os.path.join(source, s.blobs),
+                                    os.path.join(target, s.blobs),
+                                    keep=keep_blobs)
             if s.other:
                 src = os.path.join(source, s.other)
                 if not os.path.lexists(src):

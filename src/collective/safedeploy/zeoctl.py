@@ -93,15 +93,13 @@ def index_position(fs_path):
     does.  A rescan of a large Data.fs inside the read-only window would
     make the window proportional to the database again.
     """
-    import pickle
-    index = fs_path + '.index'
+    from .zodbcopy import saved_index_position
+    pos = saved_index_position(fs_path)
     try:
-        with open(index, 'rb') as f:
-            pos = pickle.Unpickler(f).load()
-        st_fs, st_index = os.stat(fs_path), os.stat(index)
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError):
+        st_fs, st_index = os.stat(fs_path), os.stat(fs_path + '.index')
+    except OSError:
         return None
-    if not isinstance(pos, int) or pos != st_fs.st_size or \
+    if pos is None or pos != st_fs.st_size or \
             st_index.st_mtime_ns < st_fs.st_mtime_ns:
         return None
     return pos

@@ -473,13 +473,16 @@ def blob_files(blob_dir):
                 yield os.path.normpath(os.path.join(rel, name))
 
 
-def link_blobs(src_blobdir, dst_blobdir, progress=None, reflink=False):
+def link_blobs(src_blobdir, dst_blobdir, progress=None, reflink=False,
+               keep=False):
     """Hard-link every committed blob file of ``src_blobdir`` that
     ``dst_blobdir`` lacks; copy ``.layout``.  Returns the number linked.
 
     Idempotent: a second call (a catch-up) links only what is new.  With
     ``reflink`` (or when hard links cannot cross, e.g. between btrfs
-    subvolumes) files are cloned instead.
+    subvolumes) files are cloned instead.  With ``keep`` each file is
+    linked into the flat directory beside ``dst_blobdir`` too (see
+    :func:`take_blobs`).
     """
     if not os.path.isdir(src_blobdir):
         raise CopyError('no blob directory at %s; check the blob-dir '
@@ -491,16 +494,22 @@ def link_blobs(src_blobdir, dst_blobdir, progress=None, reflink=False):
         shutil.copyfile(layout, os.path.join(dst_blobdir, LAYOUT))
     os.makedirs(os.path.join(dst_blobdir, TMP_DIR), mode=0o700,
                 exist_ok=True)
-    state = dict(count=0, cloned=False, reflink=reflink)
+    state = dict(count=0, cloned=False, reflink=reflink, keep=None)
+    if keep:
+        state['keep'] = kept = kept_path(dst_blobdir)
+        os.mkdir(kept, 0o700)
+        if os.path.exists(layout):
+            shutil.copyfile(layout, os.path.join(kept, LAYOUT))
     _link_tree(src_blobdir, dst_blobdir, True, state, progress, top=True)
     if state['cloned']:
         syncfs(dst_blobdir)
     return state['count']
 
 
-def _link_tree(src, dst, existed, state, progress, top=False):
+def _link_tree(src, dst, existed, state, progress, top=False, rel=''):
     """Mirror the directories of ``src`` in ``dst`` and link its
-    ``*.blob`` files (like ``cp -al``, but only what ``dst`` lacks)."""
+    ``*.blob`` files (like ``cp -al``, but only what ``dst`` lacks); with
+    ``state['keep']``, link them into that flat directory too."""
     present = set(os.listdir(dst)) if existed else ()
     try:
         entries = list(os.scandir(src))
@@ -513,10 +522,12 @@ def _link_tree(src, dst, existed, state, progress, top=False):
                 continue
             target = dst + os.sep + name
             if name in present:
-                _link_tree(entry.path, target, True, state, progress)
+                _link_tree(entry.path, target, True, state, progress,
+                           rel=rel + name + KEPT_SEP)
             else:
                 os.mkdir(target, 0o700)
-                _link_tree(entry.path, target, False, state, progress)
+                _link_tree(entry.path, target, False, state, progress,
+                           rel=rel + name + KEPT_SEP)
         elif name.endswith('.blob') and name not in present:
             target = dst + os.sep + name
             try:
@@ -531,9 +542,72 @@ def _link_tree(src, dst, existed, state, progress, top=False):
                 state['reflink'] = True    # no hard links here: stop trying
                 _clone_file(entry.path, target, sync=False)
                 state['cloned'] = True
+            if state['keep']:
+                os.link(target, state['keep'] + os.sep + rel + name)
             state['count'] += 1
             if progress is not None:
                 progress(1)
+
+
+# A snapshot's blob tree can be handed over to a restored generation
+# whole (a rename) because the snapshot also keeps its own hard link to
+# every blob file, flat, in ``<blob dir>.kept/``: a name there is the
+# file's path in the tree with KEPT_SEP for the slashes.
+KEPT = '.kept'
+KEPT_SEP = '%'
+
+
+def kept_path(blob_dir):
+    return os.path.normpath(blob_dir) + KEPT
+
+
+def take_blobs(src_blobdir, dst_blobdir):
+    """``dst_blobdir`` (which must not exist) gets the blob tree of
+    ``src_blobdir``, a snapshot's own: the tree itself, renamed, while the
+    snapshot keeps its files through the links in its ``.kept`` directory
+    (made first when an older snapshot has none); rebuilt from those links
+    when the tree was handed over before.  Nothing is copied."""
+    kept = kept_path(src_blobdir)
+    if not os.path.isdir(kept):
+        _keep_links(src_blobdir, kept)
+    os.makedirs(os.path.dirname(os.path.abspath(dst_blobdir)), exist_ok=True)
+    if os.path.isdir(src_blobdir):
+        os.rename(src_blobdir, dst_blobdir)
+        fsync_dir(os.path.dirname(os.path.abspath(src_blobdir)))
+        fsync_dir(os.path.dirname(os.path.abspath(dst_blobdir)))
+        return
+    os.mkdir(dst_blobdir, 0o700)
+    made = set()
+    for name in os.listdir(kept):
+        if name == LAYOUT:
+            shutil.copyfile(os.path.join(kept, name),
+                            os.path.join(dst_blobdir, LAYOUT))
+            continue
+        parts = name.split(KEPT_SEP)
+        directory = os.path.join(dst_blobdir, *parts[:-1])
+        if directory not in made:
+            os.makedirs(directory, 0o700, exist_ok=True)
+            made.add(directory)
+        os.link(os.path.join(kept, name), os.path.join(directory, parts[-1]))
+    os.makedirs(os.path.join(dst_blobdir, TMP_DIR), 0o700, exist_ok=True)
+
+
+def _keep_links(blob_dir, kept):
+    """The ``.kept`` links of a blob tree, made under a temporary name:
+    a killed run never leaves a partial one that looks complete."""
+    tmp = kept + '.tmp'
+    if os.path.lexists(tmp):
+        shutil.rmtree(tmp)
+    os.mkdir(tmp, 0o700)
+    if os.path.exists(os.path.join(blob_dir, LAYOUT)):
+        shutil.copyfile(os.path.join(blob_dir, LAYOUT),
+                        os.path.join(tmp, LAYOUT))
+    for rel in blob_files(blob_dir):
+        os.link(os.path.join(blob_dir, rel),
+                os.path.join(tmp, rel.replace(os.sep, KEPT_SEP)))
+    fsync_dir(tmp)
+    os.rename(tmp, kept)
+    fsync_dir(os.path.dirname(kept))
 
 
 def _clone_file(src, dst, sync=True):
@@ -582,6 +656,18 @@ def copy_tree_clone(src, dst):
 
 
 # -- verification ----------------------------------------------------------
+
+def saved_index_position(fs_path):
+    """Where the ``Data.fs.index`` next to ``fs_path`` says its index ends
+    (the first thing saved in it), or None when there is none."""
+    import pickle
+    try:
+        with open(fs_path + '.index', 'rb') as f:
+            pos = pickle.Unpickler(f).load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError):
+        return None
+    return pos if isinstance(pos, int) else None
+
 
 def prepare_blob_dir(blob_dir):
     """A read-only open creates ``tmp/`` and ``.layout`` when missing: make
@@ -644,6 +730,7 @@ def verify(fs_path, blob_dir=None, expected_tid=None, since_tid=None,
                 '%s ends with transaction %s, not %s as recorded' % (
                     fs_path, tid_hex(last), tid_hex(expected_tid)))
         if write_index and complete and \
+                saved_index_position(fs_path) != storage._pos and \
                 os.access(os.path.dirname(fs_path), os.W_OK):
             # the copy's own index: the next open of it is quick
             tmp = fs_path + '.index.writing'

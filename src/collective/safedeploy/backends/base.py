@@ -18,18 +18,24 @@ def now():
 
 
 def disk_usage(root):
-    """(apparent size, bytes held only by this tree) of a directory tree:
-    a hard-linked blob shared with production holds nothing extra."""
-    size = held = 0
+    """(apparent size, bytes held only by this tree) of a directory tree,
+    each file counted once however many links to it the tree has: a
+    hard-linked blob production still has holds nothing extra."""
+    seen = {}
     for directory, dirs, files in os.walk(root):
         for name in files:
             try:
                 st = os.lstat(os.path.join(directory, name))
             except OSError:
                 continue
-            size += st.st_size
-            if st.st_nlink == 1:
-                held += st.st_blocks * 512
+            key = (st.st_dev, st.st_ino)
+            links, _ = seen.get(key, (0, st))
+            seen[key] = (links + 1, st)
+    size = held = 0
+    for links, st in seen.values():
+        size += st.st_size
+        if links >= st.st_nlink:
+            held += st.st_blocks * 512
     return size, held
 
 

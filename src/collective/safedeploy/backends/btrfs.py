@@ -22,7 +22,6 @@ generation -- whatever the size of the data, no file is copied or linked
 import json
 import logging
 import os
-import pickle
 import uuid
 
 from .. import fsutil
@@ -323,7 +322,7 @@ class BtrfsBackend(Backend):
                 zodbcopy.prepare_blob_dir(blobs)
             st = os.stat(fs)
             own = recorded._replace(inode=st.st_ino, device=st.st_dev)
-            index = index_position(fs)
+            index = zodbcopy.saved_index_position(fs)
             if index != pos.end:
                 logger.info('%s.index %s: the first open of the restored '
                             'data scans %s', fs, 'is missing' if index is None
@@ -354,14 +353,3 @@ class BtrfsBackend(Backend):
             fsutil.fsync_directory(self.directory)
             self._delete_subvolume(self.path(name))
             self.journal.append('destroyed', name=name)
-
-
-def index_position(fs):
-    """Where the ``Data.fs.index`` next to ``fs`` says its index ends (the
-    first thing saved in it), or None when there is none."""
-    try:
-        with open(fs + '.index', 'rb') as f:
-            pos = pickle.Unpickler(f).load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError):
-        return None
-    return pos if isinstance(pos, int) else None

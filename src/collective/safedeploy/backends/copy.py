@@ -51,7 +51,8 @@ class CopyBackend(Backend):
             path = self.store.stage(name, backend=self.name)
             try:
                 storages = self.root.copy_data(
-                    source, path, self.root.hints(self._entries()))
+                    source, path, self.root.hints(self._entries()),
+                    keep_blobs=True)
             except BaseException as e:
                 self.store.mark_failed(name, str(e) or repr(e))
                 try:

@@ -44,27 +44,35 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
             zs.hash_tree(os.path.join(self.data, 'generations', '1')),
             before)
 
-    def test_restore_hands_the_data_fs_over_and_the_snapshot_stays(self):
+    def test_restore_hands_the_files_over_and_the_snapshot_stays(self):
         self.ok('s1')
         fs, blobs = self.snapshot_files('s1')
         size, snapshot_hash = os.path.getsize(fs), zs.hash_file(fs)
         before = zs.read_all(fs, blobs)
         zs.commit(self.current_fs(), self.current_blobs(), n=1)
         self.ok('--restore', 's1', '--discard-writes')
-        # the restored generation holds the snapshot's file: nothing copied
+        # the restored generation holds the snapshot's files: its Data.fs
+        # and its blob tree, nothing copied; the snapshot keeps a link to
+        # every blob file
         self.assertEqual(os.stat(self.current_fs()).st_ino,
                          os.stat(fs).st_ino)
-        # the site writes after it (and packs: a new file) ...
+        self.assertFalse(os.path.exists(blobs))
+        self.assertEqual(zs.read_all(self.current_fs(), self.current_blobs()),
+                         before)
+        # the site writes after it, replaces every blob and packs: the old
+        # blob files leave the generation, and a new Data.fs replaces it
         zs.commit(self.current_fs(), self.current_blobs(), n=2)
+        rewrite_blobs_and_pack(self.current_fs(), self.current_blobs())
         written = zs.read_all(self.current_fs(), self.current_blobs())
+        self.assertNotEqual(written[1], before[1])
         # ... and the snapshot is still its first bytes, listed, restorable
         with open(fs, 'rb') as f:
             self.assertEqual(hashlib.sha256(f.read(size)).hexdigest(),
                              snapshot_hash)
-        self.assertGreater(os.path.getsize(fs), size)
         self.assertEqual([r['name'] for r in self.listing()], ['s1'])
         self.ok('--restore', 's1', '--discard-writes')
-        # the second time it is shared: its recorded part is copied
+        # the second time: its recorded part of Data.fs is copied (the
+        # file may be shared), its blob tree rebuilt from its links
         self.assertNotEqual(os.stat(self.current_fs()).st_ino,
                             os.stat(fs).st_ino)
         self.assertEqual(os.path.getsize(self.current_fs()), size)
@@ -76,10 +84,45 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         self.assertEqual(zs.read_all(
             os.path.join(first, 'filestorage', 'Data.fs'),
             os.path.join(first, 'blobstorage')), written)
-        # writes to the current generation do not reach the snapshot
-        zs.commit(self.current_fs(), self.current_blobs(), n=1)
-        self.assertEqual(os.path.getsize(fs), os.path.getsize(
-            os.path.join(first, 'filestorage', 'Data.fs')))
+        # and a third restore, of a Data.fs nothing else holds any more
+        # (the packed generation has its own), hands it over again
+        self.ok('--restore', 's1', '--discard-writes')
+        self.assertEqual(zs.read_all(self.current_fs(), self.current_blobs()),
+                         before)
+
+    def test_list_shows_what_only_the_snapshot_holds(self):
+        from collective.safedeploy import zodbcopy
+        self.ok('s')
+        fs, blobs = self.snapshot_files('s')
+        paths = [os.path.join(blobs, rel)
+                 for rel in zodbcopy.blob_files(blobs)]
+        blob_bytes = sum(os.stat(p).st_blocks * 512 for p in paths)
+        fs_bytes = os.stat(fs).st_blocks * 512
+        row = self.listing()[0]
+        # each file once, though the snapshot links every blob twice
+        self.assertLess(row['size'], os.path.getsize(fs) + sum(
+            os.path.getsize(p) for p in paths) + 65536)
+        # its Data.fs copy, not the blobs production still has
+        self.assertGreaterEqual(row['holds'], fs_bytes)
+        self.assertLess(row['holds'], fs_bytes + blob_bytes)
+        # once production replaced them and packed, they are its alone
+        rewrite_blobs_and_pack(self.current_fs(), self.current_blobs())
+        self.assertGreaterEqual(self.listing()[0]['holds'],
+                                fs_bytes + blob_bytes)
+
+    def test_restore_of_a_snapshot_without_kept_links(self):
+        # snapshots taken before they kept their own links are restored
+        # the same way: the links are made first
+        self.ok('old')
+        fs, blobs = self.snapshot_files('old')
+        before = zs.read_all(fs, blobs)
+        shutil.rmtree(blobs + '.kept')
+        self.ok('--restore', 'old')
+        self.assertTrue(os.path.isdir(blobs + '.kept'))
+        rewrite_blobs_and_pack(self.current_fs(), self.current_blobs())
+        self.ok('--restore', 'old', '--discard-writes')
+        self.assertEqual(zs.read_all(self.current_fs(), self.current_blobs()),
+                         before)
 
     def test_forced_btrfs_on_another_filesystem(self):
         message = self.fails('--backend', 'btrfs')
@@ -186,3 +229,29 @@ class FullDiskTests(unittest.TestCase):
             data, 'snapshots', 'big')))
         code, out, err = run_snapshot('--list', '--json', data=data)
         self.assertEqual(out.strip(), '[]')
+
+
+def rewrite_blobs_and_pack(fs_path, blob_dir):
+    """A new revision of every blob, then a pack: the files of the old
+    revisions are removed from ``blob_dir``."""
+    import time
+    import transaction
+    import ZODB
+    from ZODB.blob import Blob
+    from ZODB.FileStorage import FileStorage
+    db = ZODB.DB(FileStorage(fs_path, blob_dir=blob_dir,
+                             pack_keep_old=False))
+    try:
+        tm = transaction.TransactionManager()
+        conn = db.open(tm)
+        for key in list(conn.root()['blobs'].keys()):
+            blob = Blob()
+            with blob.open('w') as f:
+                f.write(b'rewritten ' + key.encode())
+            conn.root()['blobs'][key] = blob
+        tm.commit()
+        conn.close()
+        db.pack(time.time() + 1)
+    finally:
+        db.close()
+    assert not os.path.exists(fs_path + '.old')
