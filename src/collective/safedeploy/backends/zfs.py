@@ -19,6 +19,7 @@ Writes a rollback would discard are first kept in a dataset of their own,
 block the rollback).
 """
 import datetime
+import errno
 import logging
 import os
 import shutil
@@ -154,10 +155,7 @@ class ZfsBackend(Backend):
                 self._destroy(name)
                 if os.path.basename(mountpoint).startswith(
                         'safedeploy-verify-'):
-                    try:
-                        os.rmdir(mountpoint)
-                    except OSError:
-                        pass
+                    remove_mountpoint(mountpoint)
         for r in rows:
             if r['backend'] == self.name and not r['verified']:
                 self._destroy(r['snapshot'])
@@ -249,10 +247,7 @@ class ZfsBackend(Backend):
             finally:
                 self._destroy(clone)
         finally:
-            try:
-                os.rmdir(mountpoint)
-            except OSError:
-                pass
+            remove_mountpoint(mountpoint)
 
     def restore(self, name, force=False, discard_writes=False):
         with self.lock():
@@ -304,3 +299,20 @@ class ZfsBackend(Backend):
             self.check()
             self.info(name)
             self._destroy(self.snap(name))
+
+
+def remove_mountpoint(path, timeout=10):
+    """Remove the empty directory a verification clone was mounted on;
+    zfs-fuse may still be letting go of it just after the destroy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                logger.warning('could not remove %s: %s', path, e)
+                return
+        time.sleep(0.05)

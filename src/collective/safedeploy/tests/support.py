@@ -7,6 +7,7 @@ from (zc.buildout, zc.recipe.egg, collective.safedeploy), and
 Sample buildouts never reach the network: their index is an empty
 directory and ``allow-hosts`` shuts every host out.
 """
+import atexit
 import os
 import shutil
 import subprocess
@@ -30,11 +31,18 @@ _SHARED = {}
 
 
 def shared_directory(name):
+    if not _SHARED:
+        atexit.register(_remove_shared)
     if name not in _SHARED:
         _SHARED[name] = tempfile.mkdtemp(prefix='safedeploy-%s-' % name)
         if name == 'eggs':  # buildout would say it created it
             os.mkdir(os.path.join(_SHARED[name], 'v5'))
     return _SHARED[name]
+
+
+def _remove_shared():
+    for path in _SHARED.values():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def skip_unless(condition, reason):
@@ -177,6 +185,7 @@ class SampleBuildout:
 
 TEST_RECIPES = '''\
 """Recipes for tests: fail, sleep, write a file."""
+import atexit
 import os
 import time
 
