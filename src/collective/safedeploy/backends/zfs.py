@@ -159,6 +159,22 @@ class ZfsBackend(Backend):
         for r in rows:
             if r['backend'] == self.name and not r['verified']:
                 self._destroy(r['snapshot'])
+        # mountpoints a run killed before its clone existed left behind
+        stem = os.path.basename(self.verify_mountpoint(''))
+        tmp = tempfile.gettempdir()
+        for entry in os.listdir(tmp):
+            path = os.path.join(tmp, entry)
+            if entry.startswith(stem) and not os.path.ismount(path):
+                remove_mountpoint(path)
+
+    def verify_mountpoint(self, name):
+        """Where the verification clone of snapshot ``name`` is mounted:
+        outside the dataset (zfs-fuse deadlocks unmounting a mount inside
+        its own), named after the dataset so that a later run finds what
+        a killed one left."""
+        # neither % nor + can be in a dataset name: one stem per dataset
+        return os.path.join(tempfile.gettempdir(), 'safedeploy-verify-%s+%s'
+                            % (self.dataset.replace('/', '%'), name))
 
     def _destroy(self, what):
         for attempt in range(20):
@@ -221,7 +237,8 @@ class ZfsBackend(Backend):
                     usable.append(dict(e, source=dict(e['source'],
                                                       device=device)))
             hinted[fs_rel] = since(best_hint(live_fs, fs_rel, usable))
-        mountpoint = tempfile.mkdtemp(prefix='safedeploy-verify-')
+        mountpoint = self.verify_mountpoint(name)
+        os.makedirs(mountpoint, 0o700, exist_ok=True)   # a killed run's
         clone = '%s-verify-%s' % (self.dataset, name)
         try:
             command(['zfs', 'clone', '-o', 'mountpoint=%s' % mountpoint,
