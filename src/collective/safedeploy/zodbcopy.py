@@ -33,6 +33,7 @@ import shutil
 import struct
 
 from .errors import SafeDeployError
+from .fsutil import fsync_directory
 
 logger = logging.getLogger('collective.safedeploy')
 
@@ -328,7 +329,7 @@ def copy_prefix(src_fs, dst_fs, progress=None, end=None, sync=True):
     finally:
         os.close(fd)
     _copy_index(src_fs, dst_fs)
-    fsync_dir(os.path.dirname(os.path.abspath(dst_fs)))
+    fsync_directory(os.path.dirname(os.path.abspath(dst_fs)))
     logger.debug('copied %s bytes of %s (last transaction %s)',
                  prefix.end, src_fs, tid_hex(prefix.last_tid))
     return prefix
@@ -358,7 +359,7 @@ def take_prefix(src_fs, dst_fs, prefix, progress=None, sync=True):
             raise
         return copy_prefix(src_fs, dst_fs, progress, prefix.end, sync)
     _copy_index(src_fs, dst_fs)
-    fsync_dir(os.path.dirname(os.path.abspath(dst_fs)))
+    fsync_directory(os.path.dirname(os.path.abspath(dst_fs)))
     if progress is not None:
         progress(prefix.end)
     logger.debug('linked %s (%s bytes, last transaction %s)', src_fs,
@@ -391,14 +392,6 @@ class BackgroundSync:
         self.thread.join()
         if self.error is not None:
             raise self.error
-
-
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _still_prefix(fd, prefix):
@@ -573,8 +566,8 @@ def take_blobs(src_blobdir, dst_blobdir):
     os.makedirs(os.path.dirname(os.path.abspath(dst_blobdir)), exist_ok=True)
     if os.path.isdir(src_blobdir):
         os.rename(src_blobdir, dst_blobdir)
-        fsync_dir(os.path.dirname(os.path.abspath(src_blobdir)))
-        fsync_dir(os.path.dirname(os.path.abspath(dst_blobdir)))
+        fsync_directory(os.path.dirname(os.path.abspath(src_blobdir)))
+        fsync_directory(os.path.dirname(os.path.abspath(dst_blobdir)))
         return
     os.mkdir(dst_blobdir, 0o700)
     made = set()
@@ -605,9 +598,9 @@ def _keep_links(blob_dir, kept):
     for rel in blob_files(blob_dir):
         os.link(os.path.join(blob_dir, rel),
                 os.path.join(tmp, rel.replace(os.sep, KEPT_SEP)))
-    fsync_dir(tmp)
+    fsync_directory(tmp)
     os.rename(tmp, kept)
-    fsync_dir(os.path.dirname(kept))
+    fsync_directory(os.path.dirname(kept))
 
 
 def _clone_file(src, dst, sync=True):
