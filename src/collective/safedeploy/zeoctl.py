@@ -153,9 +153,10 @@ def last_invalidations(storage, count):
     """[(tid, [oid, ...]), ...] of the last ``count`` transactions of a
     FileStorage, oldest first, from the record headers only."""
     import struct
+    from ZODB.FileStorage.format import DATA_HDR_LEN
+    from ZODB.FileStorage.format import TRANS_HDR
+    from ZODB.FileStorage.format import TRANS_HDR_LEN
     from ZODB.utils import u64
-    txn_header, txn_len = '>8sQcHHH', 23
-    data_len = 42           # oid, tid, prev, tloc, vlen (2), plen (8)
     file = storage._file
     seek, read = file.seek, file.read
     with storage._lock:
@@ -165,21 +166,22 @@ def last_invalidations(storage, count):
             seek(pos - 8)
             pos = pos - 8 - u64(read(8))
         result = []
-        while pos + txn_len <= end:
+        while pos + TRANS_HDR_LEN <= end:
             seek(pos)
             tid, tlen, status, ul, dl, el = struct.unpack(
-                txn_header, read(txn_len))
+                TRANS_HDR, read(TRANS_HDR_LEN))
             if status == b'c' or pos + tlen + 8 > end:
                 break
             oids = []
-            rpos, tend = pos + txn_len + ul + dl + el, pos + tlen
+            rpos, tend = pos + TRANS_HDR_LEN + ul + dl + el, pos + tlen
             while rpos < tend:
                 seek(rpos)
-                header = read(data_len)
+                # oid, tid, prev, tloc, vlen (2), plen: record length
+                header = read(DATA_HDR_LEN)
                 if u64(header[24:32]) != pos:
                     break
                 oids.append(header[:8])
-                rpos += data_len + (u64(header[34:42]) or 8)
+                rpos += DATA_HDR_LEN + (u64(header[34:42]) or 8)
             result.append((tid, oids))
             pos = tend + 8
         seek(0)
