@@ -416,24 +416,34 @@ class EvolveCopy:
         if self.state.get('phase') in ('evolving', 'evolved', 'verified'):
             return self.catch_up_resumed()
         prefix = zodbcopy.Prefix.from_dict(self.state['prefix'])
-        note = ''
+        new, since, linked, packed = self.append_tail(
+            src_fs, dst_fs, prefix, say_pack=True)
+        return '%s%s appended, %d new blobs' % (
+            'full recopy after a pack, ' if packed else '',
+            human(new.end - since), linked)
+
+    def append_tail(self, src_fs, dst_fs, prefix, say_pack=False):
+        """Append production's transactions since ``prefix`` to the copy
+        (all of it again after a pack), link their blobs, record the
+        caught-up state.  Returns (new prefix, where the appended part
+        starts, blobs linked, whether it was copied again in full)."""
         try:
             new = zodbcopy.catch_up(src_fs, dst_fs, prefix, sync=False)
             self.sync_in_background(dst_fs)
+            since, packed = prefix.end, False
         except zodbcopy.PackedSince:
-            self.say('production was packed since prepare: copying it '
-                     'again in full')
-            note = 'full recopy after a pack, '
+            if say_pack:
+                self.say('production was packed since prepare: copying it '
+                         'again in full')
             new = self.recopy()
-            prefix = new._replace(end=4)
-        linked = self.link_new_blobs(prefix.end)
+            since, packed = 4, True
+        linked = self.link_new_blobs(since)
         # every blob the copy's transactions up to here reference is in
         # it now (a missing one fails the link): verify checks the rest
         self.save(phase='caught-up', prefix=new.as_dict(),
                   frozen_tid=zodbcopy.tid_hex(new.last_tid),
                   blobs_checked_to=new.end)
-        return '%s%s appended, %d new blobs' % (
-            note, human(new.end - prefix.end), linked)
+        return new, since, linked, packed
 
     def catch_up_resumed(self):
         """A resumed run whose evolve had started: if production did not
@@ -455,20 +465,9 @@ class EvolveCopy:
                 os.unlink(p)
         self.state['phase'] = 'prepared'
         self.state['index_pos'] = None
-        try:
-            new = zodbcopy.catch_up(src_fs, dst_fs, prefix, sync=False)
-            self.sync_in_background(dst_fs)
-        except zodbcopy.PackedSince:
-            new = self.recopy()
-            prefix = new._replace(end=4)
-        linked = self.link_new_blobs(prefix.end)
-        # every blob the copy's transactions up to here reference is in
-        # it now (a missing one fails the link): verify checks the rest
-        self.save(phase='caught-up', prefix=new.as_dict(),
-                  frozen_tid=zodbcopy.tid_hex(new.last_tid),
-                  blobs_checked_to=new.end)
+        new, since, linked, _ = self.append_tail(src_fs, dst_fs, prefix)
         return 'evolve restarts: %s appended, %d new blobs' % (
-            human(new.end - prefix.end), linked)
+            human(new.end - since), linked)
 
     def sync_in_background(self, path):
         """fsync ``path`` while the next steps run; :meth:`switch` waits
