@@ -79,22 +79,29 @@ class KillTests(unittest.TestCase):
             os.path.join(self.data, 'current', 'filestorage', 'Data.fs'),
             os.path.join(self.data, 'current', 'blobstorage'))
 
-    def test_kill_create(self):
+    def snapshot_options(self):
+        return dict(data=self.data, backend=self.backend)
+
+    def kill_creates_then_take_one(self):
+        """ROUNDS creates killed at random moments (production unchanged,
+        current complete after each), then one that must succeed."""
         production = self.complete_generations()
         duration = self.duration('warmup')
         for i in range(ROUNDS):
             self.kill_at_random(['s%d' % i], duration)
             self.check_current()
             self.assertEqual(self.complete_generations(), production)
-        code, out, err = run_snapshot('last', data=self.data,
-                                      backend=self.backend)
+        code, out, err = run_snapshot('last', **self.snapshot_options())
         self.assertEqual(code, 0, err)
+
+    def test_kill_create(self):
+        self.kill_creates_then_take_one()
         # what killed runs left is gone; every snapshot left verifies
         from collective.safedeploy import zodbcopy
         left = [n for n in os.listdir(self.snapshots_directory())
                 if not n.startswith('.') and not n.endswith('.json')]
-        code, out, err = run_snapshot('--list', '--json', data=self.data,
-                                      backend=self.backend)
+        code, out, err = run_snapshot('--list', '--json',
+                                      **self.snapshot_options())
         listed = [r['name'] for r in __import__('json').loads(out)]
         self.assertEqual(sorted(left), sorted(listed))
         for name in listed:
@@ -106,8 +113,7 @@ class KillTests(unittest.TestCase):
         return os.path.join(self.snapshots_directory(), name)
 
     def test_kill_restore(self):
-        code, out, err = run_snapshot('s', data=self.data,
-                                      backend=self.backend)
+        code, out, err = run_snapshot('s', **self.snapshot_options())
         self.assertEqual(code, 0, err)
         snapshot_state = self.current_state()
         zs.commit(os.path.join(self.data, 'current', 'filestorage',
@@ -125,7 +131,7 @@ class KillTests(unittest.TestCase):
             for name, tree in before.items():
                 self.assertEqual(after[name], tree, name)
         code, out, err = run_snapshot('--restore', 's', '--discard-writes',
-                                      data=self.data, backend=self.backend)
+                                      **self.snapshot_options())
         self.assertEqual(code, 0, err)
         self.assertEqual(self.current_state(), snapshot_state)
         # what killed restores left half-copied is gone
@@ -174,23 +180,18 @@ class ZfsKillTests(KillTests):
     def start(self, *argv):
         return super().start(*(list(argv) + ['--dataset', self.dataset]))
 
+    def snapshot_options(self):
+        return dict(super().snapshot_options(), dataset=self.dataset)
+
     def test_kill_create(self):
-        production = self.complete_generations()
-        duration = self.duration('warmup')
-        for i in range(ROUNDS):
-            self.kill_at_random(['s%d' % i], duration)
-            self.check_current()
-            self.assertEqual(self.complete_generations(), production)
-        code, out, err = run_snapshot('last', data=self.data,
-                                      backend='zfs', dataset=self.dataset)
-        self.assertEqual(code, 0, err)
+        self.kill_creates_then_take_one()
         # no verification clone is left, every listed snapshot verified
         import subprocess as sp
         names = sp.run(['zfs', 'list', '-H', '-o', 'name', '-t', 'all'],
                        stdout=sp.PIPE, text=True).stdout.split()
         self.assertEqual([n for n in names if '-verify-' in n], [])
-        code, out, err = run_snapshot('--list', '--json', data=self.data,
-                                      backend='zfs', dataset=self.dataset)
+        code, out, err = run_snapshot('--list', '--json',
+                                      **self.snapshot_options())
         listed = [r['name'] for r in __import__('json').loads(out)]
         ours = [n.partition('@')[2] for n in names
                 if n.startswith(self.dataset + '@')]
