@@ -35,6 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'src'))
 
 from collective.safedeploy import evolvecopy  # noqa: E402
+from collective.safedeploy import fsutil  # noqa: E402
 from collective.safedeploy import zeoctl  # noqa: E402
 
 MiB = 1 << 20
@@ -258,13 +259,7 @@ def main(argv=None):
                              w2 / w1))
     finally:
         if not args.keep:
-            for directory, dirs, files in os.walk(work):
-                for d in dirs:
-                    try:
-                        os.chmod(os.path.join(directory, d), 0o755)
-                    except OSError:
-                        pass
-            shutil.rmtree(work, ignore_errors=True)
+            fsutil.remove_tree(work)
 
 
 if __name__ == '__main__':

@@ -7,7 +7,6 @@ A data root with one complete generation holding the example site
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import textwrap
 import time
 
 from collective.safedeploy import evolvecopy
+from collective.safedeploy import fsutil
 from collective.safedeploy import zeoctl
 from collective.safedeploy.tests import zodbsupport
 
@@ -225,16 +225,7 @@ def evolve_copy(data, server, *args, env=None, evolve=EXAMPLE,
 
 def temporary_directory(test, prefix='safedeploy-evolve-'):
     path = tempfile.mkdtemp(prefix=prefix)
-
-    def remove():
-        for directory, dirs, files in os.walk(path):
-            for n in dirs:
-                try:
-                    os.chmod(os.path.join(directory, n), 0o755)
-                except OSError:
-                    pass
-        shutil.rmtree(path, ignore_errors=True)
-    test.addCleanup(remove)
+    test.addCleanup(fsutil.remove_tree, path)   # read-only blobs too
     return path
 
 
