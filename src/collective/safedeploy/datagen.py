@@ -153,7 +153,7 @@ class DataRoot:
     # -- copying a consistent generation -----------------------------------
 
     def copy_data(self, source, target, hints=(), progress=None,
-                  recorded=(), keep_blobs=False):
+                  recorded=(), keep_blobs=False, durable=True):
         """Copy the configured files of ``source`` into ``target`` (a new,
         empty directory), consistent while ``source`` is being written;
         verify the copy.  Returns the manifest entries describing it.
@@ -171,72 +171,111 @@ class DataRoot:
 
         ``keep_blobs``: the copy is such a snapshot: it keeps its own flat
         links to its blob files besides the tree.
+
+        ``durable``: each Data.fs copy is on disk before this returns.  A
+        snapshot taken on request leaves that to the kernel's write-back
+        (like ``cp``): whatever relies on it later makes it durable first
+        (a restore copies or links it into a generation and fsyncs that).
         """
-        entries = []
-        own = {e.get('fs'): e.get('copy') for e in recorded}
-        # Data.fs files first, then blobs: a blob file exists before the
-        # commit that records it.  Each Data.fs copy goes to disk while
-        # the blobs are linked.
-        prefixes, syncs = {}, []
-        for s in self.storages:
-            if not s.fs:
-                continue
-            src = os.path.join(source, s.fs)
-            dst = os.path.join(target, s.fs)
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            if own.get(s.fs):
-                prefixes[s.fs] = zodbcopy.take_prefix(
-                    src, dst, zodbcopy.Prefix.from_dict(own[s.fs]), progress,
-                    sync=False)
-            else:
-                prefixes[s.fs] = zodbcopy.copy_prefix(src, dst, progress,
-                                                      sync=False)
-            syncs.append(zodbcopy.BackgroundSync(dst))
-        for s in self.storages:
-            if s.blobs and recorded:
-                zodbcopy.take_blobs(os.path.join(source, s.blobs),
-                                    os.path.join(target, s.blobs))
-            elif s.blobs:
-                zodbcopy.link_blobs(os.path.join(source, s.blobs),
-                                    os.path.join(target, s.blobs),
-                                    keep=keep_blobs)
-            if s.other:
-                src = os.path.join(source, s.other)
-                if not os.path.lexists(src):
-                    raise NotFound('%s does not exist; remove it from the '
-                                   '"files" option or create it' % src)
-                dst = os.path.join(target, s.other)
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                if os.path.isdir(src) and not os.path.islink(src):
-                    zodbcopy.copy_tree_clone(src, dst)
-                else:
-                    zodbcopy._clone_file(src, dst)
-        for sync in syncs:
-            sync.wait()
-        for s in self.storages:
-            if not s.fs:
-                continue
-            src = os.path.join(source, s.fs)
-            prefix = prefixes[s.fs]
-            hint = best_hint(src, s.fs, hints)
-            blobs = os.path.join(target, s.blobs) if s.blobs else None
-            if blobs:
-                zodbcopy.prepare_blob_dir(blobs)
-            checked = zodbcopy.verify(
-                os.path.join(target, s.fs), blobs,
-                expected_tid=prefix.last_tid, write_index=True,
-                **since(hint))
-            st = os.stat(os.path.join(target, s.fs))
-            own = prefix._replace(inode=st.st_ino, device=st.st_dev)
-            entries.append(dict(
-                fs=s.fs, blobs=s.blobs, source=prefix.as_dict(),
-                copy=own.as_dict(), last_tid=zodbcopy.tid_hex(
-                    prefix.last_tid),
-                verified_since=zodbcopy.tid_hex(hint and hint.last_tid),
-                checked_transactions=checked['transactions'],
-                checked_blobs=checked['blobs']))
+        files = self._copy_files(source, target, recorded, keep_blobs,
+                                 durable, progress)
+        entries = [self._verify_copy(source, target, s, prefix, hints)
+                   for s, prefix in files]
         fsutil.fsync_directory(target)
         return entries
+
+    def _copy_files(self, source, target, recorded, keep_blobs, durable,
+                    progress):
+        """The copying part of :meth:`copy_data`: returns (storage,
+        :class:`~collective.safedeploy.zodbcopy.Prefix`) pairs.
+
+        Data.fs files first, then blobs: a blob file exists before the
+        commit that records it.  So the blobs of a Data.fs are linked once
+        its copy's end is known, while its bytes are copied; each copy
+        that must be durable goes to disk meanwhile.  Nothing runs on in
+        the background once this returns or raises."""
+        own = {e.get('fs'): e.get('copy') for e in recorded}
+        files, tasks, linking = [], [], {}
+
+        def link_blobs_of(s):
+            def start(end):
+                linking[s.blobs] = zodbcopy.Background(
+                    zodbcopy.link_blobs, os.path.join(source, s.blobs),
+                    os.path.join(target, s.blobs), keep=keep_blobs)
+                tasks.append(linking[s.blobs])
+            return start if s.blobs and not recorded else None
+
+        try:
+            for s in self.storages:
+                if not s.fs:
+                    continue
+                src = os.path.join(source, s.fs)
+                dst = os.path.join(target, s.fs)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                if own.get(s.fs):
+                    prefix = zodbcopy.take_prefix(
+                        src, dst, zodbcopy.Prefix.from_dict(own[s.fs]),
+                        progress, sync=False)
+                else:
+                    prefix = zodbcopy.copy_prefix(
+                        src, dst, progress, sync=False,
+                        on_end=link_blobs_of(s))
+                files.append((s, prefix))
+                if durable:
+                    tasks.append(zodbcopy.BackgroundSync(dst))
+            for s in self.storages:
+                if s.blobs and recorded:
+                    zodbcopy.take_blobs(os.path.join(source, s.blobs),
+                                        os.path.join(target, s.blobs))
+                elif s.blobs and s.blobs not in linking:
+                    zodbcopy.link_blobs(os.path.join(source, s.blobs),
+                                        os.path.join(target, s.blobs),
+                                        keep=keep_blobs)
+                if s.other:
+                    self._copy_other(source, target, s.other)
+            for task in tasks:
+                task.wait()
+        except BaseException:
+            for task in tasks:
+                try:    # done before the caller removes what they wrote
+                    task.wait()
+                except BaseException:
+                    pass
+            raise
+        return files
+
+    @staticmethod
+    def _copy_other(source, target, rel):
+        src = os.path.join(source, rel)
+        if not os.path.lexists(src):
+            raise NotFound('%s does not exist; remove it from the "files" '
+                           'option or create it' % src)
+        dst = os.path.join(target, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if os.path.isdir(src) and not os.path.islink(src):
+            zodbcopy.copy_tree_clone(src, dst)
+        else:
+            zodbcopy._clone_file(src, dst)
+
+    @staticmethod
+    def _verify_copy(source, target, s, prefix, hints):
+        """Verify one copied Data.fs (and its blobs); its manifest entry."""
+        src = os.path.join(source, s.fs)
+        hint = best_hint(src, s.fs, hints)
+        blobs = os.path.join(target, s.blobs) if s.blobs else None
+        if blobs:
+            zodbcopy.prepare_blob_dir(blobs)
+        checked = zodbcopy.verify(
+            os.path.join(target, s.fs), blobs,
+            expected_tid=prefix.last_tid, write_index=True, **since(hint))
+        st = os.stat(os.path.join(target, s.fs))
+        own = prefix._replace(inode=st.st_ino, device=st.st_dev)
+        return dict(
+            fs=s.fs, blobs=s.blobs, source=prefix.as_dict(),
+            copy=own.as_dict(), last_tid=zodbcopy.tid_hex(prefix.last_tid),
+            verified_since=zodbcopy.tid_hex(hint and hint.last_tid),
+            checked_transactions=checked['transactions'],
+            checked_blobs=checked['blobs'])
 
     def hints(self, extra=()):
         """Manifest entries that may describe prefixes of current data."""

@@ -98,11 +98,12 @@ def create(options, name=None, release=None, prune=True):
 def take_for_release(options, tag):
     """A snapshot named after the release ``tag`` (``tag-2`` ... when that
     name is taken) just before the flip.  Returns {name, backend, time,
-    last_tid}: what the release journal records."""
+    last_tid}: what the release journal records.  The snapshot is on disk
+    before the release that relies on it is flipped in."""
     backend = backend_for(options)
     name = unique(validate_name(tag), {r['name'] for r in
                                        backend.snapshots()})
-    info = backend.create(name, release=tag)
+    info = backend.create(name, release=tag, durable=True)
     prune_snapshots(backend)
     return dict(name=info['name'], backend=backend.name, time=info['time'],
                 last_tid=info.get('last_tid'))
@@ -160,6 +161,7 @@ def listing(options):
         rows = backend.snapshots()
     for row in rows:
         row.pop('storages', None)
+        row.setdefault('state', 'ok')
     return backend.name, rows
 
 
@@ -254,7 +256,7 @@ def dispatch(args, options):
             cli.print_table(rows, [
                 ('name', 'NAME'), ('time', 'TIME'), ('backend', 'BACKEND'),
                 ('size', 'SIZE'), ('holds', 'HOLDS'),
-                ('release', 'RELEASE')])
+                ('release', 'RELEASE'), ('state', 'STATE')])
         return 0
     if args.restore:
         result = restore(options, args.restore, force=args.force,

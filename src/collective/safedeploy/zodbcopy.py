@@ -282,12 +282,17 @@ def _copy_index(src_fs, dst_fs):
     return True
 
 
-def copy_prefix(src_fs, dst_fs, progress=None, end=None, sync=True):
+def copy_prefix(src_fs, dst_fs, progress=None, end=None, sync=True,
+                on_end=None):
     """Copy ``src_fs`` up to the end of its last committed transaction (or
     up to ``end``, the end of a committed transaction) to ``dst_fs`` (which
     must not exist), fsynced (unless ``sync`` is false: the caller then
     makes it durable, e.g. with :class:`BackgroundSync`, before relying on
     it).  Returns a :class:`Prefix`.
+
+    ``on_end(end)`` is called once the end is known, before the bytes are
+    copied: every blob file the copied transactions reference exists from
+    then on, so their blobs may be linked while the bytes are copied.
     """
     if os.path.lexists(dst_fs):
         raise CopyError('%s exists; a copy never overwrites a file' % dst_fs)
@@ -302,6 +307,8 @@ def copy_prefix(src_fs, dst_fs, progress=None, end=None, sync=True):
                 raise CopyError('no transaction of %s ends at %d; the file '
                                 'is not what was recorded' % (src_fs, end))
             pos = Position(end, found[1])
+        if on_end is not None:
+            on_end(pos.end)
         tmp = dst_fs + '.copying'
         if os.path.lexists(tmp):
             os.unlink(tmp)
@@ -347,8 +354,9 @@ def take_prefix(src_fs, dst_fs, prefix, progress=None, sync=True):
     :class:`Prefix` of ``src_fs``.
     """
     if not still_prefix(src_fs, prefix):
-        raise CopyError('%s is not the file recorded for it (changed or '
-                        'replaced); it cannot be restored' % src_fs)
+        raise CopyError('%s is damaged (shorter than recorded, or changed '
+                        'or replaced since); it cannot be restored: restore '
+                        'another snapshot' % src_fs)
     st = os.stat(src_fs)
     if st.st_nlink > 1 or st.st_size != prefix.end:
         return copy_prefix(src_fs, dst_fs, progress, prefix.end, sync)
@@ -367,31 +375,46 @@ def take_prefix(src_fs, dst_fs, prefix, progress=None, sync=True):
     return prefix
 
 
-class BackgroundSync:
-    """fsync a file in a thread while the caller goes on; :meth:`wait`
-    returns once it is on disk (and raises what the fsync raised)."""
+class Background:
+    """``function(*args, **kw)`` run in a thread while the caller goes on;
+    :meth:`wait` returns its result once it is done (and raises what it
+    raised)."""
 
-    def __init__(self, path):
+    def __init__(self, function, *args, **kw):
         import threading
-        self.path = path
-        self.error = None
-        self.thread = threading.Thread(target=self._sync, daemon=True)
+        self.result = self.error = None
+        self.thread = threading.Thread(target=self._run, daemon=True,
+                                       args=(function, args, kw))
         self.thread.start()
 
-    def _sync(self):
+    def _run(self, function, args, kw):
         try:
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as e:
+            self.result = function(*args, **kw)
+        except BaseException as e:
             self.error = e
 
     def wait(self):
         self.thread.join()
         if self.error is not None:
             raise self.error
+        return self.result
+
+
+def fsync_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BackgroundSync(Background):
+    """fsync a file in a thread while the caller goes on; :meth:`wait`
+    returns once it is on disk (and raises what the fsync raised)."""
+
+    def __init__(self, path):
+        self.path = path
+        super().__init__(fsync_file, path)
 
 
 def _still_prefix(fd, prefix):

@@ -52,7 +52,12 @@ class Backend:
     def check(self):
         """Raise when the data root is unsuitable for this backend."""
 
-    def create(self, name, release=None):
+    def create(self, name, release=None, durable=False):
+        """Take snapshot ``name``; return its info dict.  It is consistent
+        and verified when this returns; with ``durable`` it is on disk too
+        (zfs and btrfs snapshots always are: they commit before they
+        return; a copy otherwise reaches the disk with the kernel's
+        write-back, and what relies on it makes it durable first)."""
         raise NotImplementedError
 
     def snapshots(self):

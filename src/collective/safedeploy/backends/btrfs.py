@@ -97,7 +97,7 @@ class BtrfsBackend(Backend):
                     not os.path.exists(p + '.json'):
                 self._delete_subvolume(p)
 
-    def create(self, name, release=None):
+    def create(self, name, release=None, durable=False):
         with self.lock():
             self.check()
             os.makedirs(self.directory, exist_ok=True)

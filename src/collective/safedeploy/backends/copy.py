@@ -4,7 +4,10 @@ data generation in ``DATA/snapshots/<name>``.
 Data.fs is copied up to the end of its last committed transaction (a
 reflink when the filesystem can, else the kernel's fastest copy), then the
 committed blob files are hard-linked (they are never rewritten).  The site
-keeps running meanwhile.  Snapshots are staged and completed like
+keeps running meanwhile.  Like ``cp``, a create does not wait for the copy
+to reach the disk (unless asked to, as before a release flip): a restore
+makes it durable before it becomes the site's data, and one that a power
+cut left short is refused as damaged.  Snapshots are staged and completed like
 generations: one killed half-way is never listed and is removed by the
 next run.
 """
@@ -12,6 +15,8 @@ import logging
 import os
 
 from .. import fsutil
+from .. import zodbcopy
+from ..errors import Refused
 from ..generations import Generations
 from .base import Backend
 from .base import disk_usage
@@ -42,7 +47,7 @@ class CopyBackend(Backend):
             if not self.store.is_complete(name):
                 self.store.discard(name, 'incomplete')
 
-    def create(self, name, release=None):
+    def create(self, name, release=None, durable=False):
         with self.lock():
             source = self.root.current_path()
             self.cleanup()
@@ -52,7 +57,7 @@ class CopyBackend(Backend):
             try:
                 storages = self.root.copy_data(
                     source, path, self.root.hints(self._entries()),
-                    keep_blobs=True)
+                    keep_blobs=True, durable=durable)
             except BaseException as e:
                 self.store.mark_failed(name, str(e) or repr(e))
                 try:
@@ -84,7 +89,18 @@ class CopyBackend(Backend):
         if sizes:
             row['size'], row['holds'] = disk_usage(
                 self.store.path(manifest['name']))
+            row['state'] = 'damaged' if self.damaged(manifest) else 'ok'
         return row
+
+    def damaged(self, manifest):
+        """The Data.fs files of a snapshot that are not what it recorded
+        (shorter: a power cut came before the copy reached the disk; or
+        replaced by hand).  A restore refuses such a snapshot."""
+        path = self.store.path(manifest['name'])
+        return [entry['fs'] for entry in manifest.get('storages', [])
+                if entry.get('copy') and not zodbcopy.still_prefix(
+                    os.path.join(path, entry['fs']),
+                    zodbcopy.Prefix.from_dict(entry['copy']))]
 
     def snapshots(self, sizes=False):
         rows = []
@@ -97,6 +113,13 @@ class CopyBackend(Backend):
 
     def restore(self, name, force=False, discard_writes=False):
         info = self.info(name)
+        damaged = self.damaged(info)
+        if damaged:
+            raise Refused(
+                'snapshot %s is damaged: its %s is not what it recorded '
+                '(shorter: a power cut came before it reached the disk; or '
+                'changed by hand); restore another snapshot'
+                % (name, damaged[0]))
         return self.restore_as_generation(
             name, info, self.store.path(name), force, discard_writes,
             own_copy=True)

@@ -185,7 +185,7 @@ class ZfsBackend(Backend):
                     raise
                 time.sleep(0.1)
 
-    def create(self, name, release=None):
+    def create(self, name, release=None, durable=False):
         with self.lock():
             self.check()
             rows = self._all()

@@ -110,6 +110,47 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         self.assertGreaterEqual(self.listing()[0]['holds'],
                                 fs_bytes + blob_bytes)
 
+    def test_a_damaged_snapshot_is_listed_and_refused(self):
+        # a create does not wait for its copy to reach the disk: a power
+        # cut just after it can leave the snapshot's Data.fs short.  --list
+        # says so; a restore refuses it and changes nothing
+        self.ok('s1')
+        self.ok('s2')
+        fs, blobs = self.snapshot_files('s1')
+        with open(fs, 'r+b') as f:
+            f.truncate(os.path.getsize(fs) - 100)
+        self.assertEqual([(r['name'], r['state']) for r in self.listing()],
+                         [('s1', 'damaged'), ('s2', 'ok')])
+        self.assertIn('STATE', self.ok('--list'))
+        before = zs.hash_tree(self.data)
+        error = self.fails('--restore', 's1', '--discard-writes')
+        self.assertIn('snapshot s1 is damaged', error)
+        self.assertIn('restore another snapshot', error)
+        self.assertEqual(zs.hash_tree(self.data), before)
+        self.ok('--restore', 's2', '--discard-writes')
+
+    def test_only_what_relies_on_a_snapshot_waits_for_the_disk(self):
+        from unittest import mock
+        from collective.safedeploy import zodbcopy
+        synced = []
+
+        class Recorded(zodbcopy.BackgroundSync):
+            def __init__(self, path):
+                synced.append(os.path.relpath(path, self.data))
+                super().__init__(path)
+
+        Recorded.data = self.data
+        with mock.patch.object(zodbcopy, 'BackgroundSync', Recorded):
+            snapshot.create(self.options, 'plain')
+            self.assertEqual(synced, [])
+            snapshot.take_for_release(self.options, 'v2')
+            self.assertEqual(synced, [os.path.join(
+                'snapshots', 'v2', 'filestorage', 'Data.fs')])
+            del synced[:]
+            snapshot.restore(self.options, 'plain')
+            self.assertEqual(synced, [os.path.join(
+                'generations', '2', 'filestorage', 'Data.fs')])
+
     def test_restore_of_a_snapshot_without_kept_links(self):
         # snapshots taken before they kept their own links are restored
         # the same way: the links are made first
