@@ -66,7 +66,8 @@ class RecipeTestCase(unittest.TestCase):
                             script)
         r = support.run([self.sample.path('bin', 'snapshot'), '--list'])
         self.assertEqual(r.returncode, 0, r)
-        self.assertRegex(r.output, r'(?m)^%s\s.*\s%s\s*$' % (
+        # the snapshot paired with the release, intact
+        self.assertRegex(r.output, r'(?m)^%s\s.*\s%s\s+ok\s*$' % (
             tag.replace('.', r'\.'), tag.replace('.', r'\.')))
 
 
