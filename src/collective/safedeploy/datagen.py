@@ -195,14 +195,14 @@ class DataRoot:
         that must be durable goes to disk meanwhile.  Nothing runs on in
         the background once this returns or raises."""
         own = {e.get('fs'): e.get('copy') for e in recorded}
-        files, tasks, linking = [], [], {}
+        files, tasks, linked_meanwhile = [], [], set()
 
         def link_blobs_of(s):
             def start(end):
-                linking[s.blobs] = zodbcopy.Background(
+                tasks.append(zodbcopy.Background(
                     zodbcopy.link_blobs, os.path.join(source, s.blobs),
-                    os.path.join(target, s.blobs), keep=keep_blobs)
-                tasks.append(linking[s.blobs])
+                    os.path.join(target, s.blobs), keep=keep_blobs))
+                linked_meanwhile.add(s.blobs)
             return start if s.blobs and not recorded else None
 
         try:
@@ -227,7 +227,7 @@ class DataRoot:
                 if s.blobs and recorded:
                     zodbcopy.take_blobs(os.path.join(source, s.blobs),
                                         os.path.join(target, s.blobs))
-                elif s.blobs and s.blobs not in linking:
+                elif s.blobs and s.blobs not in linked_meanwhile:
                     zodbcopy.link_blobs(os.path.join(source, s.blobs),
                                         os.path.join(target, s.blobs),
                                         keep=keep_blobs)

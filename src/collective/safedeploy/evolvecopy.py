@@ -478,11 +478,11 @@ class EvolveCopy:
         """The copy's Data.fs is on disk: the background fsync is done, or
         (a resumed run, whose catch-up a killed one made) one is done now.
         """
-        if self.syncing is None:
-            self.sync_in_background(os.path.join(self.data.dir(self.name),
-                                                 FS))
         syncing, self.syncing = self.syncing, None
-        syncing.wait()
+        if syncing is None:
+            zodbcopy.fsync_file(os.path.join(self.data.dir(self.name), FS))
+        else:
+            syncing.wait()
 
     def recopy(self):
         path = self.data.dir(self.name)

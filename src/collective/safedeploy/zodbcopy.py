@@ -413,7 +413,6 @@ class BackgroundSync(Background):
     returns once it is on disk (and raises what the fsync raised)."""
 
     def __init__(self, path):
-        self.path = path
         super().__init__(fsync_file, path)
 
 
