@@ -58,10 +58,11 @@ setup(
         'zc.buildout>=5',
         'zc.recipe.egg>=2.0.6',
         'zc.lockfile>=2.0',
-        # the package index of each release (index.py, compozeshim.py)
+        # the package index of each release (index/)
         'compoze==1.0',
         'pkginfo>=1.10',
         'packaging',
+        'pyproject_hooks>=1.0',
     ],
     extras_require={
         'zodb': [
@@ -79,24 +80,26 @@ setup(
     },
     entry_points={
         'zc.buildout.extension': [
-            'default = collective.safedeploy.extension:load',
+            'default = collective.safedeploy.release.extension:load',
         ],
         'zc.buildout.unloadextension': [
-            'default = collective.safedeploy.extension:unload',
+            'default = collective.safedeploy.release.extension:unload',
         ],
         'zc.buildout': [
-            'rollback = collective.safedeploy.recipes:Rollback',
-            'excluded = collective.safedeploy.recipes:Excluded',
-            'snapshot = collective.safedeploy.recipe_snapshot:Snapshot',
-            'evolve-copy = collective.safedeploy.recipe_evolve:EvolveCopy',
-            'index = collective.safedeploy.recipe_index:Recipe',
+            'rollback = collective.safedeploy.recipes.rollback:Rollback',
+            'excluded = collective.safedeploy.recipes.excluded:Excluded',
+            'snapshot = collective.safedeploy.recipes.snapshot:Snapshot',
+            'evolve-copy = collective.safedeploy.recipes.evolve:EvolveCopy',
+            'index = collective.safedeploy.recipes.index:Recipe',
         ],
         'console_scripts': [
-            'safedeploy-rollback = collective.safedeploy.rollback:main',
-            'safedeploy-index = collective.safedeploy.index:main',
-            'safedeploy-snapshot = collective.safedeploy.snapshot:main',
-            'safedeploy-evolve-copy = collective.safedeploy.evolvecopy:main',
-            'safedeploy-zeo-server = collective.safedeploy.zeoctl:main',
+            'safedeploy-rollback = '
+            'collective.safedeploy.release.rollback:main',
+            'safedeploy-index = collective.safedeploy.index.command:main',
+            'safedeploy-snapshot = collective.safedeploy.data.snapshot:main',
+            'safedeploy-evolve-copy = '
+            'collective.safedeploy.evolve.command:main',
+            'safedeploy-zeo-server = collective.safedeploy.zeo.command:main',
         ],
     },
 )

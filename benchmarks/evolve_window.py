@@ -34,9 +34,12 @@ import transaction
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'src'))
 
-from collective.safedeploy import evolvecopy  # noqa: E402
-from collective.safedeploy import fsutil  # noqa: E402
-from collective.safedeploy import zeoctl  # noqa: E402
+from collective.safedeploy.evolve import procedure
+from collective.safedeploy.evolve import state
+
+from collective.safedeploy.core import fsutil  # noqa: E402
+from collective.safedeploy.zeo import server as zeoserver
+from collective.safedeploy.zeo import control as zeocontrol
 
 MiB = 1 << 20
 NOOP = 'collective.safedeploy.tests.evolve_example.function:noop'
@@ -49,7 +52,7 @@ def generate(root, size_mib, blobs):
     from BTrees.OOBTree import OOBTree
     from ZODB.blob import Blob
     from ZODB.FileStorage import FileStorage
-    data = evolvecopy.DataRoot(root)
+    data = state.DataRoot(root)
     data.generations.stage('1')
     fs, blob_dir = data.fs('1'), data.blobs('1')
     os.makedirs(os.path.dirname(fs))
@@ -113,13 +116,13 @@ def write_delta(address, nbytes, blobs):
         shutil.rmtree(blob_cache, ignore_errors=True)
 
 
-class DeltaEvolveCopy(evolvecopy.EvolveCopy):
+class DeltaEvolveCopy(procedure.EvolveCopy):
     """The writes of the site between prepare and freeze."""
 
     delta = (0, 0)
 
     def prepare(self):
-        result = evolvecopy.EvolveCopy.prepare(self)
+        result = procedure.EvolveCopy.prepare(self)
         write_delta(self.control.server.address, *self.delta)
         self.before_freeze = time.monotonic()
         return result
@@ -128,9 +131,9 @@ class DeltaEvolveCopy(evolvecopy.EvolveCopy):
 def evolve_copy_window(root, size_mib, blobs, delta_bytes, delta_blobs):
     data = generate(root, size_mib, blobs)
     size = os.path.getsize(data.fs('1'))
-    server = zeoctl.ZEOServer('127.0.0.1:%d' % zeoctl.free_port(),
+    server = zeoserver.ZEOServer('127.0.0.1:%d' % zeoserver.free_port(),
                               os.path.join(root, 'zeo'))
-    control = zeoctl.DataServer(server, evolvecopy.FS, evolvecopy.BLOBS)
+    control = zeocontrol.DataServer(server, state.FS, state.BLOBS)
     control.thaw(data.dir('1'))
     try:
         out = io.StringIO()
@@ -204,7 +207,7 @@ def crb_window(data, work, delta_bytes, delta_blobs):
 def append_delta(data, delta_bytes, delta_blobs):
     """The same delta, written directly (no server runs for the
     baselines)."""
-    server = zeoctl.ZEOServer('127.0.0.1:%d' % zeoctl.free_port(),
+    server = zeoserver.ZEOServer('127.0.0.1:%d' % zeoserver.free_port(),
                               os.path.join(data.path, 'zeo-baseline'))
     server.start(data.fs('1'), data.blobs('1'))
     try:
@@ -221,7 +224,7 @@ def main(argv=None):
     p.add_argument('-v', '--verbose', action='store_true')
     args = p.parse_args(argv)
     if args.verbose:
-        from collective.safedeploy import cli
+        from collective.safedeploy.core import cli
         cli.setup_logging(verbose=1)
     work = args.keep or tempfile.mkdtemp(prefix='evolve-window-')
     os.makedirs(work, exist_ok=True)

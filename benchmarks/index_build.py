@@ -7,7 +7,7 @@ A site of at least 50 distributions: the wheelhouse's ZODB/ZEO/waitress
 closure plus small generated wheels, and one develop package (released
 as an sdist into each index).
 
-1. In process: ``index.publish`` for a first tag (cold pool), then for
+1. In process: ``index.publish.publish`` for a first tag (cold pool), then for
    further tags with the same distributions (warm pool), and compoze's
    index step alone.
 2. Real releases with the release extension (``bin/buildout
@@ -28,8 +28,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'src'))
 
-from collective.safedeploy import compozeshim  # noqa: E402
-from collective.safedeploy import index  # noqa: E402
+from collective.safedeploy.index import compoze as compozeshim  # noqa: E402
+from collective.safedeploy.index import pool as index_pool
+from collective.safedeploy.index import publish as index_publish
+from collective.safedeploy.index import records
 from collective.safedeploy.tests import support  # noqa: E402
 from collective.safedeploy.tests.test_index_support import (  # noqa: E402
     entry, make_wheel, wheelhouse_distributions, OFFLINE_PIP)
@@ -73,7 +75,7 @@ def in_process(root, dists, develop, releases):
     def publish(tag, distributions):
         release = os.path.join(root, 'releases', tag)
         os.makedirs(release)
-        return index.publish(tag, dict(distributions=distributions),
+        return index_publish.publish(tag, dict(distributions=distributions),
                              release, pool, indexes)
 
     compozeshim.install()        # imports (zc.buildout, compoze) once
@@ -87,7 +89,7 @@ def in_process(root, dists, develop, releases):
     only = os.path.join(root, 'compoze-only')
     os.makedirs(only)
     for name in os.listdir(os.path.join(indexes, 'warm0')):
-        if index.ARCHIVE.match(name):
+        if index_pool.ARCHIVE.match(name):
             os.symlink(os.path.realpath(os.path.join(indexes, 'warm0', name)),
                        os.path.join(only, name))
     compoze_time, _ = timed(compozeshim.build_index, only)
@@ -156,8 +158,8 @@ def with_extension(root, wheels, develop, releases):
     off = [build('off%d' % i, 'off')[0] for i in range(releases)]
     build('first-index', 'required')          # the pool warms up
     required = [build('req%d' % i, 'required') for i in range(releases)]
-    tags = index.tags(os.path.join(site, 'indexes'))
-    record = index.read_record(os.path.join(site, 'indexes', tags[-1]))
+    tags = records.tags(os.path.join(site, 'indexes'))
+    record = records.read_record(os.path.join(site, 'indexes', tags[-1]))
     # the index's share, measured inside each build: load on the machine
     # slows both parts alike
     shares = [inside / total for total, inside in required]
@@ -183,7 +185,7 @@ def main():
         wheels, dists, develop = build_inputs(root)
         r = in_process(os.path.join(root, 'inproc'), dists, develop,
                        args.releases)
-        print('index.publish, %d distributions (1 develop package):'
+        print('index.publish.publish, %d distributions (1 develop package):'
               % r['n'])
         print('  cold pool                 %6.3f s' % r['cold'])
         print('  warm pool (median of %d)   %6.3f s   target <= 2 s: %s' % (

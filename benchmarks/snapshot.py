@@ -34,7 +34,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'src'))
 
-from collective.safedeploy import snapshot  # noqa: E402
+from collective.safedeploy.data import snapshot  # noqa: E402
 
 
 def generate(root, size_mib, blobs, blob_kib=100):

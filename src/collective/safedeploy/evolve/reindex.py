@@ -22,7 +22,7 @@ Two catalog APIs are supported:
   named index; ``docid_for(obj)`` gives the document id (KARL:
   ``lambda o: catalog.document_map.docid_for_address(resource_path(o))``).
 """
-from ..errors import ConfigurationError
+from ..core.errors import ConfigurationError
 
 
 def reindex(obj, indexes, catalog=None, docid=None):

@@ -33,8 +33,8 @@ import time
 import transaction
 from persistent.mapping import PersistentMapping
 
-from ..errors import ConfigurationError
-from ..errors import SafeDeployError
+from ..core.errors import ConfigurationError
+from ..core.errors import SafeDeployError
 
 logger = logging.getLogger('collective.safedeploy')
 

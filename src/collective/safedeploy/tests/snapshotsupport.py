@@ -6,8 +6,8 @@ import io
 import json
 import os
 
-from collective.safedeploy import snapshot
-from collective.safedeploy.datagen import DataRoot
+from collective.safedeploy.data import snapshot
+from collective.safedeploy.data.layout import DataRoot
 from collective.safedeploy.tests import zodbsupport as zs
 
 
@@ -102,7 +102,8 @@ class BackendContract:
         self.assertEqual(len(set(names)), 2)
         info = snapshot.take_for_release(self.options, '1.0')
         self.assertEqual(info['name'], '1.0')
-        self.assertEqual(set(info), {'name', 'backend', 'time', 'last_tid'})
+        self.assertEqual(set(info), {'name', 'backend', 'time', 'last_tid',
+                                     'generation'})
         again = snapshot.take_for_release(self.options, '1.0')
         self.assertEqual(again['name'], '1.0-2')
         rows = self.listing()

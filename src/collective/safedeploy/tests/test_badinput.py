@@ -135,7 +135,7 @@ class TestBadRollbackInput(ReleaseTestCase):
 
     CASES = [
         (['nosuch'], 'no release nosuch'),
-        (['1.1'], 'did not build completely'),
+        (['1.1'], 'was not completed'),
         (['1.2'], 'marked bad'),
         (['1.0'], 'already current'),
         ([], 'no good release older than 1.0'),

@@ -9,9 +9,12 @@ import time
 import unittest
 
 import ZODB.config
-
-from collective.safedeploy import evolvecopy
-from collective.safedeploy import zeoctl
+from collective.safedeploy.evolve import procedure
+from collective.safedeploy.evolve import state
+from collective.safedeploy.evolve import guard
+from collective.safedeploy.zeo import server as zeoserver
+from collective.safedeploy.zeo import control as zeocontrol
+from collective.safedeploy.zeo import freeze as zeofreeze
 from collective.safedeploy.tests import zeosupport
 from collective.safedeploy.tests import zodbsupport
 from collective.safedeploy.tests.support import skip_unless
@@ -112,7 +115,7 @@ class ProcedureTests(EvolveCopyTestCase):
         self.assertEqual(zeosupport.production_fingerprint(self.data, '1'),
                          before)
         # the copy is kept, with a report
-        with open(os.path.join(self.data.dir('2'), evolvecopy.REPORT)) as f:
+        with open(os.path.join(self.data.dir('2'), state.REPORT)) as f:
             report = f.read()
         self.assertIn('example step 2 fails on purpose', report)
         self.assertIn('committed step %s.evolve1' % EXAMPLE, report)
@@ -186,7 +189,7 @@ class ProcedureTests(EvolveCopyTestCase):
                     'with open(%r, "a") as f:\n'
                     '    f.write(sys.argv[1] + " " + '
                     'os.environ["SAFEDEPLOY_DATA"] + "\\n")\n' % log)
-        argv = [sys.executable, '-m', 'collective.safedeploy.evolvecopy',
+        argv = [sys.executable, '-m', 'collective.safedeploy.evolve.command',
                 '--data', self.data.path, '--evolve', EXAMPLE,
                 '--evolve-context', 'site',
                 '--freeze-command', '%s %s freeze' % (sys.executable, script),
@@ -201,7 +204,7 @@ class ProcedureTests(EvolveCopyTestCase):
 
     def test_without_a_way_to_freeze(self):
         p = subprocess.run(
-            [sys.executable, '-m', 'collective.safedeploy.evolvecopy',
+            [sys.executable, '-m', 'collective.safedeploy.evolve.command',
              '--data', self.data.path, '--evolve', EXAMPLE],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.assertEqual(p.returncode, 1)
@@ -211,13 +214,13 @@ class ProcedureTests(EvolveCopyTestCase):
 
     def test_help(self):
         p = subprocess.run(
-            [sys.executable, '-m', 'collective.safedeploy.evolvecopy',
+            [sys.executable, '-m', 'collective.safedeploy.evolve.command',
              '--help'], stdout=subprocess.PIPE, text=True)
         self.assertEqual(p.returncode, 0)
         self.assertIn('--rehearse', p.stdout)
 
 
-class PackingEvolveCopy(evolvecopy.EvolveCopy):
+class PackingEvolveCopy(procedure.EvolveCopy):
     """Production is packed between prepare and catch-up: through its
     server, as zeopack does, just before the freeze."""
 
@@ -302,9 +305,9 @@ class FreezeInPlaceTests(EvolveCopyTestCase):
     def test_a_custom_runzeo_is_restarted_read_only_instead(self):
         self.server.stop()
         runzeo = os.path.join(os.path.dirname(sys.executable), 'runzeo')
-        zeo = zeoctl.ZEOServer(self.server.address, self.server.state_dir,
+        zeo = zeoserver.ZEOServer(self.server.address, self.server.state_dir,
                                runzeo=runzeo)
-        control = zeoctl.DataServer(zeo, evolvecopy.FS, evolvecopy.BLOBS)
+        control = zeocontrol.DataServer(zeo, state.FS, state.BLOBS)
         self.addCleanup(zeo.stop)
         control.thaw(self.data.dir('1'))
         pid = zeo.pid()
@@ -319,7 +322,7 @@ class FreezeInPlaceTests(EvolveCopyTestCase):
         storage = FileStorage(self.data.fs('1'), read_only=True)
         try:
             for count in (0, 1, 2, 5, 1000):
-                self.assertEqual(zeoctl.last_invalidations(storage, count),
+                self.assertEqual(zeofreeze.last_invalidations(storage, count),
                                  storage.lastInvalidations(count))
         finally:
             storage.close()
@@ -386,7 +389,7 @@ class KillTests(EvolveCopyTestCase):
 
     def fresh(self):
         """Back to the unevolved generation 1 (kept, complete)."""
-        self.data.generations.flip('1', event='rolled-back')
+        self.data.generations.flip('1', via='rollback')
         self.server.control.thaw(self.data.dir('1'))
 
     def check_after_kill(self, source, fingerprint):
@@ -396,7 +399,7 @@ class KillTests(EvolveCopyTestCase):
             self.fail('production was not thawed: serving %s, current %s, '
                       'guard file %s, pid %s\n%s' % (
                           self.server.serving(), self.data.current(),
-                          os.path.exists(self.data.guard_path()),
+                          os.path.exists(guard.guard_path(self.data)),
                           self.server.zeo.pid(), log))
         current = self.data.current()
         self.assertTrue(self.data.generations.is_complete(current))
@@ -428,7 +431,7 @@ class KillTests(EvolveCopyTestCase):
             fingerprint = zeosupport.production_fingerprint(
                 self.data, source)
             resumable = any(
-                evolvecopy.load_state(self.data.dir(n)) for n in
+                state.load_state(self.data.dir(n)) for n in
                 self.data.generations.on_disk()
                 if not self.data.generations.is_complete(n))
             args = ('--resume',) if resumable else ()
@@ -488,13 +491,13 @@ class KillTests(EvolveCopyTestCase):
                  if not self.data.generations.is_complete(n)]
         if not names:
             return None
-        state = evolvecopy.load_state(self.data.dir(max(names, key=int)))
-        if state is None:
+        found = state.load_state(self.data.dir(max(names, key=int)))
+        if found is None:
             return None
-        if state['phase'] == 'prepared' and os.path.exists(
-                self.data.guard_path()):
+        if found['phase'] == 'prepared' and os.path.exists(
+                guard.guard_path(self.data)):
             return 'frozen'
-        return state['phase']
+        return found['phase']
 
 
 def can_mount_tmpfs():
@@ -544,14 +547,14 @@ class ZEOServerCommandTests(unittest.TestCase):
 
     def zeo_server(self, *args):
         return subprocess.run(
-            [sys.executable, '-m', 'collective.safedeploy.zeoctl'] +
+            [sys.executable, '-m', 'collective.safedeploy.zeo.command'] +
             list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
 
     def test_start_status_stop(self):
         d = zeosupport.temporary_directory(self)
         data = zeosupport.make_data_root(os.path.join(d, 'data'))
-        address = '127.0.0.1:%d' % zeoctl.free_port()
+        address = '127.0.0.1:%d' % zeoserver.free_port()
         state = os.path.join(d, 'state')
         common = ['--address', address, '--state', state]
         p = self.zeo_server('start', '--data', data.path, *common)

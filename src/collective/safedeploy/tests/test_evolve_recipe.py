@@ -2,8 +2,7 @@
 in the root bin directory and runs the whole procedure."""
 import os
 import unittest
-
-from collective.safedeploy import zeoctl
+from collective.safedeploy.zeo import server as zeoserver
 from collective.safedeploy.tests import support
 from collective.safedeploy.tests import zeosupport
 
@@ -26,7 +25,7 @@ class RecipeTests(unittest.TestCase):
         sample = support.SampleBuildout()
         self.addCleanup(sample.cleanup)
         data = zeosupport.make_data_root(sample.path('var', 'data'))
-        port = zeoctl.free_port()
+        port = zeoserver.free_port()
         sample.write_config('''\
             parts = evolve-copy
 
@@ -75,6 +74,7 @@ class RecipeTests(unittest.TestCase):
             ''')
         result = sample.buildout()
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn('needs zeo = <ZEO part> or freeze-command and '
-                      'thaw-command', result.output)
+        self.assertIn('needs a way to make production read-only: set '
+                      'zeo = <ZEO part>, or freeze-command and thaw-command',
+                      result.output)
         self.assertNotIn('Traceback', result.output)

@@ -7,9 +7,8 @@ import subprocess
 import sys
 import textwrap
 import time
-
-from collective.safedeploy import evolvecopy
-from collective.safedeploy.errors import Refused
+from collective.safedeploy.evolve import switchback
+from collective.safedeploy.core.errors import Refused
 from collective.safedeploy.tests import zeosupport
 from collective.safedeploy.tests.test_evolve_copy import EvolveCopyTestCase
 
@@ -42,33 +41,34 @@ class RollbackTests(EvolveCopyTestCase):
 
     def test_writes_since_the_switch_are_counted_and_refused(self):
         self.switch()
-        self.assertEqual(evolvecopy.writes_since_switch(self.data), 0)
+        self.assertEqual(switchback.writes_since_switch(self.data), 0)
         client = zeosupport.Client(self.server.address)
         self.addCleanup(client.stop)
         client.ask('wait writable')
         for i in range(2):
             self.assertTrue(client.ask('write').startswith('ok'))
-        self.assertEqual(evolvecopy.writes_since_switch(self.data.path), 2)
+        self.assertEqual(switchback.writes_since_switch(self.data.path), 2)
         with self.assertRaises(Refused) as e:
-            evolvecopy.switch_data_back(self.data, '1', self.server.control)
+            switchback.switch_data_back(self.data, '1', self.server.control)
         self.assertIn('2 transactions were committed in data generation 2',
                       str(e.exception))
         self.assertIn('--discard-writes', str(e.exception))
         self.assertEqual(self.data.current(), '2')
-        result = evolvecopy.switch_data_back(
+        result = switchback.switch_data_back(
             self.data, '1', self.server.control, discard_writes=True)
         self.assertEqual(result, dict(previous='2', current='1',
                                       discarded=2))
         self.assertEqual(self.data.current(), '1')
         self.assertTrue(self.data.generations.is_complete('2'))  # kept
         entry = self.journal('rolled-back')[-1]
-        self.assertEqual((entry['name'], entry['abandoned'],
-                          entry['discarded_writes']), ('1', '2', 2))
+        # the generation left, where the data went
+        self.assertEqual((entry['name'], entry['to'],
+                          entry['discarded_writes']), ('2', '1', 2))
         self.assertEqual(self.site()[1], (' title 1 ', b'body of 1'))
 
     def test_without_writes_no_discard_needed(self):
         self.switch()
-        evolvecopy.switch_data_back(self.data, '1', self.server.control)
+        switchback.switch_data_back(self.data, '1', self.server.control)
         self.assertEqual(self.data.current(), '1')
 
     def test_clients_with_a_newer_cache_are_restarted_without_it(self):
@@ -99,18 +99,18 @@ class RollbackTests(EvolveCopyTestCase):
             self.documents + 4))
         self.assertTrue(glob.glob(os.path.join(var, '*.zec')))
         # back to generation 1 without the hooks: the client refuses it
-        evolvecopy.switch_data_back(self.data, '1', self.server.control,
+        switchback.switch_data_back(self.data, '1', self.server.control,
                                     discard_writes=True)
         started = time.monotonic()
         self.assertEqual(client(timeout='3'), 'refused ClientDisconnected')
         self.assertGreater(time.monotonic() - started, 2)
         # with the hooks: clients stopped, caches dropped, started again
-        evolvecopy.switch_data_back(self.data, '2', self.server.control,
+        switchback.switch_data_back(self.data, '2', self.server.control,
                                     discard_writes=True)
         self.assertTrue(client().startswith('connected'))
         start = '%s %s %s %s %s 20' % (sys.executable, script,
                                        self.server.address, var, result)
-        evolvecopy.switch_data_back(
+        switchback.switch_data_back(
             self.data, '1', self.server.control, discard_writes=True,
             client_stop_command='true',
             client_caches=[os.path.join(var, '*.zec')],

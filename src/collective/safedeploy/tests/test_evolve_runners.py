@@ -4,7 +4,7 @@ import unittest
 
 import transaction
 
-from collective.safedeploy.errors import ConfigurationError
+from collective.safedeploy.core.errors import ConfigurationError
 from collective.safedeploy.evolve import reindex
 from collective.safedeploy.evolve import runners
 from collective.safedeploy.tests import zeosupport

@@ -14,10 +14,16 @@ import subprocess
 import sys
 import tempfile
 import unittest
-
-from collective.safedeploy import index
-from collective.safedeploy.errors import Refused
-from collective.safedeploy.errors import SafeDeployError
+from collective.safedeploy.index import pool as index_pool
+from collective.safedeploy.index import publish as index_publish
+from collective.safedeploy.index import records
+from collective.safedeploy.index import sdist
+from collective.safedeploy.index import command as index_command
+from collective.safedeploy.release import distributions as release_distributions
+from collective.safedeploy.core import fsutil
+from collective.safedeploy.core.errors import Refused
+from collective.safedeploy.core.store import MARKER
+from collective.safedeploy.core.errors import SafeDeployError
 
 from . import support
 from .test_index_support import OFFLINE_PIP
@@ -51,14 +57,18 @@ class IndexTestCase(unittest.TestCase):
         return path
 
     def publish(self, tag, distributions, **kw):
-        return index.publish(tag, dict(distributions=distributions),
+        return index_publish.publish(tag, dict(distributions=distributions),
                              self.release_dir(tag), self.pool, self.indexes,
                              **kw)
 
     def files(self, tag):
         path = os.path.join(self.indexes, tag)
         return sorted(n for n in os.listdir(path)
-                      if index.ARCHIVE.match(n))
+                      if index_pool.ARCHIVE.match(n))
+
+    def pooled(self):
+        return sorted(n for n in os.listdir(self.pool)
+                      if index_pool.ARCHIVE.match(n))
 
     def bin_index(self, *argv):
         out, err = io.StringIO(), io.StringIO()
@@ -67,7 +77,7 @@ class IndexTestCase(unittest.TestCase):
                 defaults = ['--pool', self.pool]
                 if '--indexes' not in argv:
                     defaults += ['--indexes', self.indexes]
-                rc = index.main(list(argv) + defaults)
+                rc = index_command.main(list(argv) + defaults)
             except SystemExit as e:
                 rc = e.code
         logger = logging.getLogger('collective.safedeploy')
@@ -80,20 +90,20 @@ class TestTagVersion(unittest.TestCase):
 
     def test_valid_sorted_and_unique_per_tag(self):
         from packaging.version import Version
-        self.assertEqual(index.tag_version('0.1', 'v1'), '0.1+tag.v1')
-        self.assertEqual(index.tag_version('1.0', '2026.11.22'),
+        self.assertEqual(sdist.tag_version('0.1', 'v1'), '0.1+tag.v1')
+        self.assertEqual(sdist.tag_version('1.0', '2026.11.22'),
                          '1.0+tag.2026.11.22')
-        self.assertLess(Version(index.tag_version('1.0', '1.9')),
-                        Version(index.tag_version('1.0', '1.10')))
-        self.assertLess(Version('1.0'), Version(index.tag_version('1.0', 'a')))
+        self.assertLess(Version(sdist.tag_version('1.0', '1.9')),
+                        Version(sdist.tag_version('1.0', '1.10')))
+        self.assertLess(Version('1.0'), Version(sdist.tag_version('1.0', 'a')))
         tags = ['v1', 'V1', 'v1-2', 'v1.2', 'v1_2', 'v1+2', 'rc.1']
-        versions = [index.tag_version('1.0', t) for t in tags]
+        versions = [sdist.tag_version('1.0', t) for t in tags]
         self.assertEqual(len(set(versions)), len(tags), versions)
         for v in versions:
             self.assertEqual(str(Version(v)), v)
 
     def test_a_version_with_a_local_label_keeps_it(self):
-        self.assertEqual(index.tag_version('1.0+local', 'v2'),
+        self.assertEqual(sdist.tag_version('1.0+local', 'v2'),
                          '1.0+local.tag.v2')
 
 
@@ -102,10 +112,10 @@ class TestPool(IndexTestCase):
     def test_each_file_once_read_only(self):
         wheel = make_wheel(self.wheels, 'alpha', '1.0')
         dist = dict(file=os.path.basename(wheel), archive=wheel,
-                    sha256=index.sha256(wheel))
-        target = index.add_to_pool(dist, self.pool)
-        self.assertEqual(index.add_to_pool(dist, self.pool), target)
-        self.assertEqual(os.listdir(self.pool), [os.path.basename(wheel)])
+                    sha256=fsutil.sha256(wheel))
+        target = index_pool.add_to_pool(dist, self.pool)
+        self.assertEqual(index_pool.add_to_pool(dist, self.pool), target)
+        self.assertEqual(self.pooled(), [os.path.basename(wheel)])
         self.assertFalse(os.stat(target).st_mode & stat.S_IWUSR)
 
     def test_same_name_other_content_is_refused_not_overwritten(self):
@@ -115,12 +125,12 @@ class TestPool(IndexTestCase):
                             payload='two')
         self.publish('one', [entry('alpha', '1.0', first)])
         pooled = os.path.join(self.pool, os.path.basename(first))
-        before = index.sha256(pooled)
+        before = fsutil.sha256(pooled)
         with self.assertRaises(Refused) as caught:
             self.publish('two', [entry('alpha', '1.0', second)])
         self.assertIn('never reused', str(caught.exception))
-        self.assertEqual(index.sha256(pooled), before)
-        self.assertEqual(index.tags(self.indexes), ['one'])
+        self.assertEqual(fsutil.sha256(pooled), before)
+        self.assertEqual(records.tags(self.indexes), ['one'])
         self.assertEqual([n for n in os.listdir(self.indexes)
                           if not n.startswith('.')], ['one'])
 
@@ -143,8 +153,7 @@ class TestPublish(IndexTestCase):
         self.assertEqual(self.files('r1'), r1)
         self.assertEqual(self.files('r2'), r2)
         # the pool holds the union, each file once
-        self.assertEqual(sorted(os.listdir(self.pool)),
-                         sorted(set(r1) | set(r2)))
+        self.assertEqual(self.pooled(), sorted(set(r1) | set(r2)))
         # PEP 503 names, one project page per distribution
         simple = os.path.join(self.indexes, 'r1', 'simple')
         projects = sorted(n for n in os.listdir(simple)
@@ -157,7 +166,7 @@ class TestPublish(IndexTestCase):
         with open(os.path.join(simple, 'app-pins', 'index.html')) as f:
             page = f.read()
         self.assertIn(os.path.basename(old) + '#sha256=' +
-                      index.sha256(old), page)
+                      fsutil.sha256(old), page)
         self.assertNotIn('2.0', page)
         # versions.cfg in the release and in the index
         with open(os.path.join(self.root, 'releases', 'r2',
@@ -166,7 +175,7 @@ class TestPublish(IndexTestCase):
         self.assertIn('[versions]\n', text)
         self.assertIn('\napp.pins = 2.0\n', text)
         self.assertIn('\nwaitress = 3.0.2\n', text)
-        self.assertEqual(index.tags(self.indexes), ['r1', 'r2'])
+        self.assertEqual(records.tags(self.indexes), ['r1', 'r2'])
 
     def test_pip_installs_exactly_the_pinned_versions_from_the_index(self):
         old = make_wheel(self.wheels, 'app.pins', '1.0')
@@ -256,7 +265,7 @@ class TestPublish(IndexTestCase):
         with self.assertLogs('collective.safedeploy', 'WARNING'):
             self.assertIsNone(self.publish('m1', missing, mode='best-effort'))
         self.assertIsNone(self.publish('m1', missing, mode='off'))
-        self.assertEqual(index.tags(self.indexes), [])
+        self.assertEqual(records.tags(self.indexes), [])
         with self.assertRaises(SafeDeployError):
             self.publish('m1', missing, mode='sometimes')
         # no archive and not from the environment: refused in required mode
@@ -271,7 +280,9 @@ class TestPublish(IndexTestCase):
             f.write(b'not a zip')
         with self.assertRaises(SafeDeployError):
             self.publish('b1', [entry('broken', '1.0', bad)])
-        self.assertEqual(os.listdir(self.indexes), ['.lock'])
+        self.assertEqual([n for n in os.listdir(self.indexes)
+                          if not n.startswith('.')], [])
+        self.assertEqual(records.tags(self.indexes), [])
 
 
 class TestVerifyAndGc(IndexTestCase):
@@ -305,19 +316,19 @@ class TestVerifyAndGc(IndexTestCase):
         only_old = make_wheel(self.wheels, 'old.only', '1.0')
         self.publish('v1', zodb + [entry('old.only', '1.0', only_old)])
         self.publish('v2', zodb)
-        self.assertFalse(index.prune('v1', self.indexes))   # index kept
-        self.assertEqual(index.tags(self.indexes), ['v1', 'v2'])
+        self.assertFalse(records.prune('v1', self.indexes))   # index kept
+        self.assertEqual(records.tags(self.indexes), ['v1', 'v2'])
         rc, out, err = self.bin_index('--gc')
         self.assertEqual((rc, out.splitlines()[-1]),
                          (0, '0 unused pool file(s) removed'))
-        self.assertTrue(index.prune('v1', self.indexes, keep_index=False))
-        self.assertEqual(index.tags(self.indexes), ['v2'])
+        self.assertTrue(records.prune('v1', self.indexes, keep_index=False))
+        self.assertEqual(records.tags(self.indexes), ['v2'])
         pooled = sorted(os.listdir(self.pool))
         self.assertIn('old_only-1.0-py3-none-any.whl', pooled)   # until gc
         rc, out, err = self.bin_index('--gc')
         self.assertEqual(rc, 0, err)
         self.assertIn('removed old_only-1.0-py3-none-any.whl', out)
-        self.assertEqual(sorted(os.listdir(self.pool)), sorted(
+        self.assertEqual(self.pooled(), sorted(
             os.path.basename(d['archive']) for d in zodb))
         rc, out, err = self.bin_index('--verify', 'v2')
         self.assertEqual(rc, 0, out + err)
@@ -395,7 +406,7 @@ class TestKilled(IndexTestCase):
         code = ('import json, sys\n'
                 'from collective.safedeploy import index\n'
                 'm = json.load(open(sys.argv[1]))\n'
-                'index.publish(sys.argv[2], m, sys.argv[3], sys.argv[4], '
+                'index_publish.publish(sys.argv[2], m, sys.argv[3], sys.argv[4], '
                 'sys.argv[5])\n')
         rng = random.Random(4)
         for round_ in range(6):
@@ -411,11 +422,11 @@ class TestKilled(IndexTestCase):
         # the next runs finish what was left
         for round_ in range(6):
             self.publish('k%d' % round_, dists)
-        self.assertEqual(index.tags(self.indexes),
+        self.assertEqual(records.tags(self.indexes),
                          ['k%d' % i for i in range(6)])
-        index.gc(self.indexes, self.pool)
+        index_pool.gc(self.indexes, self.pool)
         self.assertEqual([n for n in os.listdir(self.pool)
-                          if n.startswith('.')], [])
+                          if n.startswith('.') and n != MARKER], [])
         self.assertEqual([n for n in os.listdir(self.indexes)
                           if n.endswith('.tmp') or '.trash-' in n], [])
         self.assertConsistent()
@@ -425,18 +436,18 @@ class TestKilled(IndexTestCase):
                 self.indexes) else ():
             if name.startswith('.'):
                 continue
-            for filename, problem in index.verify(self.indexes, self.pool,
+            for filename, problem in records.verify(self.indexes, self.pool,
                                                   name):
                 self.assertIsNone(problem, (name, filename))
         for name in os.listdir(self.pool) if os.path.isdir(self.pool) else ():
             if name.startswith('.'):
                 continue
             # whatever has a real name is a whole file
-            self.assertIsNotNone(index.archive_key(name), name)
+            self.assertIsNotNone(release_distributions.archive_key(name), name)
             original = os.path.join(support.WHEELHOUSE, name)
             if os.path.exists(original):
-                self.assertEqual(index.sha256(os.path.join(self.pool, name)),
-                                 index.sha256(original), name)
+                self.assertEqual(fsutil.sha256(os.path.join(self.pool, name)),
+                                 fsutil.sha256(original), name)
 
 
 class TestGcRefuses(IndexTestCase):
@@ -447,10 +458,15 @@ class TestGcRefuses(IndexTestCase):
         rc, out, err = self.bin_index('--gc', '--indexes',
                                       os.path.join(self.root, 'typo'))
         self.assertEqual(rc, 1)
-        self.assertIn('no indexes directory', err)
+        self.assertIn('no package indexes in', err)
         self.assertFalse(os.path.exists(os.path.join(self.root, 'typo')))
         empty = os.path.join(self.root, 'empty')
         os.mkdir(empty)
+        rc, out, err = self.bin_index('--gc', '--indexes', empty)
+        self.assertEqual(rc, 1)
+        self.assertIn('no package indexes in', err)
+        # an indexes directory of ours with no index in it
+        records.store(empty).claim()
         rc, out, err = self.bin_index('--gc', '--indexes', empty)
         self.assertEqual(rc, 1)
         self.assertIn('would remove every file of the pool', err)

@@ -7,7 +7,8 @@ import sys
 import tempfile
 import unittest
 
-from collective.safedeploy import compozeshim
+from collective.safedeploy.index import compoze as compozeshim
+from collective.safedeploy.core.fsutil import sha256
 
 from . import support
 
@@ -46,7 +47,7 @@ class TestShim(unittest.TestCase):
     def test_compozes_own_command_line_runs_with_it(self):
         result = python(
             'import sys\n'
-            'from collective.safedeploy import compozeshim\n'
+            'from collective.safedeploy.index import compoze as compozeshim\n'
             'compozeshim.compozer_main(["index", "--quiet", "--path", %r])\n'
             'import compoze.index, setuptools.package_index\n'
             'print("imported")\n' % self.directory)
@@ -86,7 +87,7 @@ class TestShim(unittest.TestCase):
         with open(os.path.join(simple, 'zc-lockfile', 'index.html')) as f:
             page = f.read()
         wheel = 'zc_lockfile-4.0-py3-none-any.whl'
-        digest = compozeshim.sha256(os.path.join(self.directory, wheel))
+        digest = sha256(os.path.join(self.directory, wheel))
         self.assertIn('href="../../%s#sha256=%s"' % (wheel, digest), page)
 
     def test_an_unreadable_archive_is_one_error(self):

@@ -19,8 +19,7 @@ import zipfile
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
-from collective.safedeploy import index
+from collective.safedeploy.release import distributions
 
 from . import support
 
@@ -61,7 +60,7 @@ def wheelhouse_distributions(names=None):
     """Manifest entries for the wheels in the test wheelhouse."""
     result = []
     for path in sorted(glob.glob(os.path.join(support.WHEELHOUSE, '*.whl'))):
-        name, version = index.archive_key(os.path.basename(path))
+        name, version = distributions.archive_key(os.path.basename(path))
         with zipfile.ZipFile(path) as z:
             meta = [n for n in z.namelist()
                     if n.endswith('.dist-info/METADATA')][0]
@@ -93,8 +92,8 @@ def manifest_from_scripts(site_directory, script, download_cache,
     with open(os.path.join(site_directory, 'bin', script)) as f:
         paths = re.findall(r"^  '([^']+)',$", f.read(), re.M)
     cache = os.path.join(download_cache, 'dist')
-    archives = {index.archive_key(n): os.path.join(cache, n)
-                for n in os.listdir(cache) if index.archive_key(n)}
+    archives = {distributions.archive_key(n): os.path.join(cache, n)
+                for n in os.listdir(cache) if distributions.archive_key(n)}
     dists, requires, site_packages = [], set(), None
     for path in paths:
         if path.endswith('site-packages'):

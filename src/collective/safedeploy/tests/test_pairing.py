@@ -3,6 +3,8 @@ bin/rollback --with-data, on a real buildout with real FileStorage data."""
 import json
 import os
 
+from collective.safedeploy.release import pairing
+
 from . import support
 from .base import ReleaseTestCase
 from .zodbsupport import commit
@@ -41,9 +43,12 @@ class TestPairing(ReleaseTestCase):
         commit(self.fs, self.blobs, n=2)            # 1.0's data
         tids_10 = transaction_ids(self.fs)
         self.assertReleased(self.release('1.1'), '1.1')
-        pairs = [e for e in self.journal() if e['event'] == 'paired']
-        self.assertEqual([(p['name'], p['snapshot']) for p in pairs],
-                         [('1.1', '1.1')])
+        pairs = [p for p in pairing.entries(self.sample.path('releases'))
+                 if p.snapshot]
+        # snapshot 1.1, taken just before 1.1 was flipped in, holds 1.0's
+        # data
+        self.assertEqual([(p.release, p.snapshot) for p in pairs],
+                         [('1.0', '1.1')])
         listing = json.loads(support.run(
             [self.sample.path('bin', 'snapshot'), '--list', '--json']).output)
         self.assertIn('1.1', [row['name'] for row in listing])

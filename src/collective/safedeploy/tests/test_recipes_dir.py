@@ -36,7 +36,7 @@ class RecipeTestCase(unittest.TestCase):
     def existing_site(self, var):
         """Data written by the site before it used collective.safedeploy,
         moved into data generations as the recipe's header says."""
-        from collective.safedeploy import snapshot
+        from collective.safedeploy.data import snapshot
         from . import zodbsupport
         _, _, self.last_tid = zodbsupport.make_site_data(
             var, transactions=3, blobs=2)

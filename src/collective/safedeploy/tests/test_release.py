@@ -104,7 +104,7 @@ class TestPublish(ReleaseTestCase):
         self.configure()
         self.release('1.0')
         self.release('1.1')
-        from collective.safedeploy.generations import Generations
+        from collective.safedeploy.release.settings import releases as Generations
         gens = Generations(self.sample.path('releases'),
                            self.sample.path('current'))
         misses = []
@@ -366,7 +366,7 @@ class TestOnlyWhenListed(ReleaseTestCase):
 
     def test_load_is_idempotent(self):
         import zc.buildout.buildout
-        from collective.safedeploy import extension
+        from collective.safedeploy.release import extension
         self.configure()
         here = os.getcwd()
         os.chdir(self.sample.directory)
@@ -502,7 +502,7 @@ class TestRollback(ReleaseTestCase):
         self.assertEqual(self.hello(), '1.1')
         r = self.rollback('1.3')
         self.assertNotEqual(r.returncode, 0)
-        self.assertIn('did not build completely', r.output)
+        self.assertIn('was not completed', r.output)
 
     def test_help(self):
         r = self.rollback('--help')

@@ -6,8 +6,8 @@ import subprocess
 import tempfile
 import unittest
 
-from collective.safedeploy import snapshot
-from collective.safedeploy.datagen import DataRoot
+from collective.safedeploy.data import snapshot
+from collective.safedeploy.data.layout import DataRoot
 from collective.safedeploy.tests import support
 from collective.safedeploy.tests import zodbsupport as zs
 from collective.safedeploy.tests.snapshotsupport import BackendContract
@@ -34,9 +34,8 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         before = zs.hash_tree(os.path.join(self.data, 'generations', '1'))
         self.ok('s1')
         fs, blobs = self.snapshot_files('s1')
-        for rel in __import__(
-                'collective.safedeploy.zodbcopy').safedeploy.zodbcopy.\
-                blob_files(blobs):
+        from collective.safedeploy.data import copy as fscopy
+        for rel in fscopy.blob_files(blobs):
             self.assertEqual(
                 os.stat(os.path.join(blobs, rel)).st_ino,
                 os.stat(os.path.join(self.current_blobs(), rel)).st_ino)
@@ -91,11 +90,11 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
                          before)
 
     def test_list_shows_what_only_the_snapshot_holds(self):
-        from collective.safedeploy import zodbcopy
+        from collective.safedeploy.data import copy as fscopy
         self.ok('s')
         fs, blobs = self.snapshot_files('s')
         paths = [os.path.join(blobs, rel)
-                 for rel in zodbcopy.blob_files(blobs)]
+                 for rel in fscopy.blob_files(blobs)]
         blob_bytes = sum(os.stat(p).st_blocks * 512 for p in paths)
         fs_bytes = os.stat(fs).st_blocks * 512
         row = self.listing()[0]
@@ -131,16 +130,16 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
 
     def test_only_what_relies_on_a_snapshot_waits_for_the_disk(self):
         from unittest import mock
-        from collective.safedeploy import zodbcopy
+        from collective.safedeploy.core import fsutil
         synced = []
 
-        class Recorded(zodbcopy.BackgroundSync):
+        class Recorded(fsutil.BackgroundSync):
             def __init__(self, path):
                 synced.append(os.path.relpath(path, self.data))
                 super().__init__(path)
 
         Recorded.data = self.data
-        with mock.patch.object(zodbcopy, 'BackgroundSync', Recorded):
+        with mock.patch.object(fsutil, 'BackgroundSync', Recorded):
             snapshot.create(self.options, 'plain')
             self.assertEqual(synced, [])
             snapshot.take_for_release(self.options, 'v2')
@@ -183,7 +182,7 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
 
     def test_help(self):
         p = subprocess.run([support.sys.executable, '-c',
-                            'from collective.safedeploy.snapshot import main;'
+                            'from collective.safedeploy.data.snapshot import main;'
                             'main(["--help"])'],
                            stdout=subprocess.PIPE, text=True)
         self.assertEqual(p.returncode, 0)

@@ -11,7 +11,8 @@ import tempfile
 import time
 import unittest
 
-from collective.safedeploy.datagen import DataRoot
+from collective.safedeploy.core.store import MARKER
+from collective.safedeploy.data.layout import DataRoot
 from collective.safedeploy.tests import support
 from collective.safedeploy.tests import zodbsupport as zs
 from collective.safedeploy.tests.snapshotsupport import BackendContract
@@ -68,8 +69,19 @@ class BtrfsBackendTests(BackendContract, unittest.TestCase):
             return path
         return os.path.join(path, 'generations', meta['generation'])
 
+    def write_meta(self, name, meta):
+        """Change a snapshot's manifest (in its read-only subvolume)."""
+        path = os.path.join(self.data, '.snapshots', name)
+        subprocess.run(['btrfs', 'property', 'set', '-ts', path, 'ro',
+                        'false'], check=True)
+        with open(os.path.join(path, 'safedeploy-manifest.json'), 'w') as f:
+            json.dump(meta, f)
+        subprocess.run(['btrfs', 'property', 'set', '-ts', path, 'ro',
+                        'true'], check=True)
+
     def meta(self, name):
-        with open(os.path.join(self.data, '.snapshots', name + '.json')) as f:
+        with open(os.path.join(self.data, '.snapshots', name,
+                               'safedeploy-manifest.json')) as f:
             return json.load(f)
 
     def test_snapshots_are_read_only_subvolumes(self):
@@ -154,9 +166,7 @@ class BtrfsBackendTests(BackendContract, unittest.TestCase):
         self.ok('old')
         meta = self.meta('old')
         del meta['of']
-        with open(os.path.join(self.data, '.snapshots', 'old.json'),
-                  'w') as f:
-            json.dump(meta, f)
+        self.write_meta('old', meta)
         self.check_restore('old', before, '1')
 
     def test_snapshot_and_restore_of_a_restored_generation(self):
@@ -230,15 +240,13 @@ class BtrfsBackendTests(BackendContract, unittest.TestCase):
         meta['storages'][0]['last_tid'] = '00' * 8
         meta['storages'][0]['copy']['last_tid'] = '00' * 8
         meta['last_tid'] = '00' * 8
-        with open(os.path.join(self.data, '.snapshots', 'r.json'), 'w') as f:
-            json.dump(meta, f)
+        self.write_meta('r', meta)
         message = self.fails('--restore', 'r', '--discard-writes')
         self.assertIn('as recorded for snapshot r', message)
         root = DataRoot(self.data)
         self.assertEqual(root.current_name(), '1')
         self.assertFalse(root.generations.is_complete('2'))
-        with open(os.path.join(self.data, '.snapshots', 'r.json'), 'w') as f:
-            json.dump(self.original, f)
+        self.write_meta('r', self.original)
         # the next run removes the failed generation (and its subvolume)
         self.ok('--restore', 'r', '--discard-writes')
         self.assertEqual(root.current_name(), '3')
@@ -269,27 +277,27 @@ class BtrfsBackendTests(BackendContract, unittest.TestCase):
         # hard links cannot cross subvolumes: blobs are cloned
         self.ok('r')
         self.ok('--restore', 'r')
-        state = zs.read_all(self.current_fs(), self.current_blobs())
+        content = zs.read_all(self.current_fs(), self.current_blobs())
         root = DataRoot(self.data)
         with root.lock():
             name = root.new_generation(flip=True)
         self.assertFalse(self.is_subvolume(self.generation(name)))
         self.assertEqual(zs.read_all(self.current_fs(),
-                                     self.current_blobs()), state)
+                                     self.current_blobs()), content)
         # evolve-copy's first step: a copy of production's generation
-        from collective.safedeploy import evolvecopy
+        from collective.safedeploy.evolve import procedure
         self.ok('--restore', 'r')
-        run = evolvecopy.EvolveCopy(self.data, 'evolve.module:evolve',
+        run = procedure.EvolveCopy(self.data, 'evolve.module:evolve',
                                     progress=False, out=io.StringIO())
         run.source = DataRoot(self.data).current_name()
         run.prepare()
         copy = self.generation(run.name)
         self.assertEqual(
             zs.read_all(os.path.join(copy, 'filestorage', 'Data.fs'),
-                        os.path.join(copy, 'blobstorage')), state)
+                        os.path.join(copy, 'blobstorage')), content)
 
 
-SCRIPT = ('import sys; from collective.safedeploy.snapshot import main; '
+SCRIPT = ('import sys; from collective.safedeploy.data.snapshot import main; '
           'sys.exit(main(sys.argv[2:], data=sys.argv[1], backend="btrfs"))')
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
@@ -367,7 +375,7 @@ class BtrfsRestoreKillTests(unittest.TestCase):
                           if not gens.is_complete(n)], [])
         self.assertEqual([n for n in os.listdir(gens.directory)
                           if n.startswith('.') and n not in (
-                              '.journal', '.lock')], [])
+                              '.journal', '.lock', MARKER)], [])
         top = os.path.dirname(self.data)
         out = subprocess.run(['btrfs', 'subvolume', 'list', '-o',
                               self.data], stdout=subprocess.PIPE,
@@ -380,7 +388,7 @@ class BtrfsRestoreKillTests(unittest.TestCase):
         expected += [os.path.join(self.data, '.snapshots', r)
                      for r in os.listdir(os.path.join(self.data,
                                                       '.snapshots'))
-                     if not r.startswith('.') and not r.endswith('.json')]
+                     if not r.startswith('.')]
         self.assertEqual(paths, sorted(expected))
 
     def test_kill_restore_of_a_root_snapshot(self):

@@ -14,7 +14,7 @@ import tempfile
 import time
 import unittest
 
-from collective.safedeploy.datagen import DataRoot
+from collective.safedeploy.data.layout import DataRoot
 from collective.safedeploy.tests import zodbsupport as zs
 from collective.safedeploy.tests.snapshotsupport import make_data_root
 from collective.safedeploy.tests.snapshotsupport import run_snapshot
@@ -22,7 +22,7 @@ from collective.safedeploy.tests.snapshotsupport import run_snapshot
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 ROUNDS = int(os.environ.get('SAFEDEPLOY_CRASH_ROUNDS', '30'))
-SCRIPT = ('import sys; from collective.safedeploy.snapshot import main; '
+SCRIPT = ('import sys; from collective.safedeploy.data.snapshot import main; '
           'sys.exit(main(sys.argv[3:], data=sys.argv[1], '
           'backend=sys.argv[2]))')
 
@@ -97,7 +97,7 @@ class KillTests(unittest.TestCase):
     def test_kill_create(self):
         self.kill_creates_then_take_one()
         # what killed runs left is gone; every snapshot left verifies
-        from collective.safedeploy import zodbcopy
+        from collective.safedeploy.data import verify as fsverify
         left = [n for n in os.listdir(self.snapshots_directory())
                 if not n.startswith('.') and not n.endswith('.json')]
         code, out, err = run_snapshot('--list', '--json',
@@ -106,7 +106,7 @@ class KillTests(unittest.TestCase):
         self.assertEqual(sorted(left), sorted(listed))
         for name in listed:
             path = self.snapshot_generation(name)
-            zodbcopy.verify(os.path.join(path, 'filestorage', 'Data.fs'),
+            fsverify.verify(os.path.join(path, 'filestorage', 'Data.fs'),
                             os.path.join(path, 'blobstorage'))
 
     def snapshot_generation(self, name):

@@ -62,5 +62,5 @@ class SnapshotRecipeTests(unittest.TestCase):
         self.configure('keep = many\n')
         result = self.sample.buildout()
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn('keep = many is not a number', result.output)
+        self.assertIn("invalid value for [snapshot] keep: 'many'", result.output)
         self.assertNotIn('Traceback', result.output)

@@ -2,7 +2,7 @@
 
 A data root with one complete generation holding the example site
 (:mod:`.evolve_example.model`), a ZEO server on it started through
-:mod:`collective.safedeploy.zeoctl`, and client processes (with
+:mod:`collective.safedeploy.zeo`, and client processes (with
 ``read-only-fallback``) that commit while a test works.
 """
 import json
@@ -13,10 +13,11 @@ import sys
 import tempfile
 import textwrap
 import time
-
-from collective.safedeploy import evolvecopy
-from collective.safedeploy import fsutil
-from collective.safedeploy import zeoctl
+from collective.safedeploy.evolve import state
+from collective.safedeploy.evolve import guard
+from collective.safedeploy.core import fsutil
+from collective.safedeploy.zeo import server as zeoserver
+from collective.safedeploy.zeo import control as zeocontrol
 from collective.safedeploy.tests import zodbsupport
 
 EXAMPLE = 'collective.safedeploy.tests.evolve_example'
@@ -29,7 +30,7 @@ def make_data_root(root, documents=5, history=0):
     returns the DataRoot."""
     import transaction
     from collective.safedeploy.tests.evolve_example import model
-    data = evolvecopy.DataRoot(root)
+    data = state.DataRoot(root)
     gens = data.generations
     gens.stage('1')
     os.makedirs(os.path.dirname(data.fs('1')))
@@ -93,10 +94,10 @@ class Server:
     def __init__(self, data, state_dir=None, address=None):
         self.data = data
         self.state_dir = state_dir or os.path.join(data.path, 'zeo')
-        self.address = address or '127.0.0.1:%d' % zeoctl.free_port()
-        self.zeo = zeoctl.ZEOServer(self.address, self.state_dir)
-        self.control = zeoctl.DataServer(self.zeo, evolvecopy.FS,
-                                         evolvecopy.BLOBS)
+        self.address = address or '127.0.0.1:%d' % zeoserver.free_port()
+        self.zeo = zeoserver.ZEOServer(self.address, self.state_dir)
+        self.control = zeocontrol.DataServer(self.zeo, state.FS,
+                                         state.BLOBS)
         self.control.thaw(data.dir(data.current()))
 
     def stop(self):
@@ -111,10 +112,10 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             serving = self.serving()
-            if (not os.path.exists(self.data.guard_path()) and serving and
+            if (not os.path.exists(guard.guard_path(self.data)) and serving and
                     not serving[1] and os.path.realpath(serving[0]) ==
                     os.path.realpath(self.data.fs(self.data.current())) and
-                    zeoctl.listening(self.zeo.address)):
+                    zeoserver.listening(self.zeo.address)):
                 return True
             time.sleep(0.05)
         return False
@@ -206,7 +207,7 @@ class Client:
 def evolve_copy(data, server, *args, env=None, evolve=EXAMPLE,
                 context='site', timeout=120, wait=True):
     """Run ``evolve-copy`` as a real process (so it can be killed)."""
-    argv = [sys.executable, '-m', 'collective.safedeploy.evolvecopy',
+    argv = [sys.executable, '-m', 'collective.safedeploy.evolve.command',
             '--data', data.path, '--evolve', evolve,
             '--zeo-address', server.address,
             '--zeo-state', server.state_dir] + list(args)

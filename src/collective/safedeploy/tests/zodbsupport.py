@@ -11,7 +11,7 @@ import tempfile
 import textwrap
 import time
 
-from collective.safedeploy.distributions import sha256
+from collective.safedeploy.core.fsutil import sha256
 
 FS = os.path.join('filestorage', 'Data.fs')
 BLOBS = 'blobstorage'

@@ -70,7 +70,7 @@ def create_first_generation(data):
     if os.path.lexists(os.path.join(data, 'current')):
         return False
     from ZODB.FileStorage import FileStorage
-    from collective.safedeploy import snapshot
+    from collective.safedeploy.data import snapshot
     fs = os.path.join(data, 'filestorage', 'Data.fs')
     if not os.path.exists(fs):
         os.makedirs(os.path.dirname(fs), exist_ok=True)

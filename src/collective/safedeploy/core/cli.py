@@ -1,0 +1,223 @@
+"""What every command shares: the parent parser, one-line errors,
+interrupts and output.
+
+Conventions (pipx, repozo): a command's ``main(argv=None)`` only parses
+and dispatches through :func:`main` here; errors the operator can fix are
+:class:`SafeDeployError` and end here as one line on stderr with a
+non-zero exit code, never a traceback.  ``--help`` prints to stdout and
+exits 0.  Ctrl-C, SIGTERM and SIGHUP end a command with one line saying
+so (exit 130, 143, 129); a command that changes something says where it
+left things through ``on_interrupt``.  Listings offer ``--json``; a
+listing flag never acts.
+"""
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+
+from .errors import SafeDeployError
+
+logger = logging.getLogger('collective.safedeploy')
+
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+
+
+class Interrupted(BaseException):
+    """A signal asked us to stop (raised where the process was)."""
+
+    def __init__(self, signum):
+        BaseException.__init__(self, signum)
+        self.signum = signum
+        self.exit_code = SIGNAL_EXIT.get(signum, 128 + signum)
+
+    def __str__(self):
+        return 'interrupted by %s' % signal.Signals(self.signum).name
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def handle_signals():
+    """Turn SIGINT, SIGTERM and SIGHUP into :class:`Interrupted` (the
+    cleanup code of the step that was running then runs)."""
+    for signum in SIGNAL_EXIT:
+        signal.signal(signum, _raise_interrupted)
+
+
+def ignore_signals():
+    """Within a step that must not be cut in two (a flip back), signals
+    wait; returns what to call to restore and deliver them."""
+    pending = []
+
+    def remember(signum, frame):
+        pending.append(signum)
+    previous = {s: signal.signal(s, remember) for s in SIGNAL_EXIT}
+
+    def restore():
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if pending:
+            raise Interrupted(pending[0])
+    return restore
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line too."""
+
+    def error(self, message):
+        self.exit(2, '%s: error: %s (see %s --help)\n' % (
+            self.prog, message, self.prog))
+
+
+def common():
+    """The parent parser of every command: -v, -q."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument('-v', '--verbose', action='count', default=0,
+                   help='say more (twice: debug output)')
+    p.add_argument('-q', '--quiet', action='store_true',
+                   help='say only what went wrong')
+    return p
+
+
+def parser(prog, description, **kw):
+    return ArgumentParser(prog=prog, description=description,
+                          parents=[common()], **kw)
+
+
+def value(text):
+    """An argparse type for an argument that must not be empty: an empty
+    string is an invalid value, never "absent"."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError('an empty value is not allowed')
+    return text
+
+
+def setup_logging(verbose=0, quiet=False):
+    level = logging.INFO
+    if quiet:
+        level = logging.WARNING
+    if verbose:
+        level = logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter('%(message)s'))
+    root = logging.getLogger('collective.safedeploy')
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(prog, parser, dispatch, argv=None, on_interrupt=None):
+    """Parse ``argv`` with ``parser``, call ``dispatch(args)`` and turn
+    what it raises into one line on stderr and an exit code.
+    ``on_interrupt()`` returns the words saying where an interrupt left
+    things (e.g. "current still points to 1.0")."""
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, 'verbose', 0), getattr(args, 'quiet', False))
+    handle_signals()
+    return run(prog, dispatch, args, on_interrupt=on_interrupt)
+
+
+def run(prog, function, *args, on_interrupt=None, **kw):
+    """Call ``function``; turn a SafeDeployError, OSError or interrupt into
+    one line on stderr and an exit code.  Returns the exit code."""
+    try:
+        result = function(*args, **kw)
+    except SafeDeployError as e:
+        _say(prog, 'error: %s' % e)
+        return e.exit_code
+    except OSError as e:
+        where = ' (%s)' % e.filename if getattr(e, 'filename', None) else ''
+        _say(prog, 'error: %s%s; nothing was changed past that point' % (
+            e.strerror or e, where))
+        return 1
+    except (KeyboardInterrupt, Interrupted) as e:
+        code = getattr(e, 'exit_code', 130)
+        where = getattr(e, 'safedeploy_where', '')
+        if not where and on_interrupt is not None:
+            try:
+                where = on_interrupt() or ''
+            except Exception:
+                where = ''
+        _say(prog, '%s%s' % (str(e) if isinstance(e, Interrupted)
+                              else 'interrupted', '; ' + where if where
+                              else ''))
+        return code
+    return result or 0
+
+
+def _say(prog, text):
+    sys.stdout.flush()
+    sys.stderr.write('%s: %s\n' % (prog, text))
+    sys.stderr.flush()
+
+
+def prog_name(default):
+    """The name the command was run as (bin/snapshot -> snapshot)."""
+    name = os.path.basename(sys.argv[0] if sys.argv else '')
+    if name in ('', '-c', '__main__.py') or name.endswith('.py'):
+        return default
+    return name
+
+
+def print_json(obj):
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write('\n')
+
+
+def print_table(rows, columns):
+    """``rows``: list of dicts; ``columns``: list of (key, heading)."""
+    cells = [[h for _, h in columns]]
+    for row in rows:
+        cells.append(['' if row.get(k) is None else str(row.get(k))
+                      for k, _ in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for r in cells:
+        print('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def human(n):
+    """A size in bytes for people."""
+    if n is None:
+        return '?'
+    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
+        if abs(n) < 1024 or unit == 'TiB':
+            return ('%d %s' if unit == 'B' else '%.1f %s') % (n, unit)
+        n /= 1024.0
+
+
+def isatty(stream=None):
+    stream = stream or sys.stderr
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+class Progress:
+    """Progress of a long copy on a terminal; silent when not on one."""
+
+    def __init__(self, total, label, stream=None):
+        self.total = max(total, 1)
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.enabled = isatty(self.stream)
+        self.done = 0
+        self._shown = -1
+
+    def update(self, n):
+        self.done += n
+        if not self.enabled:
+            return
+        percent = int(self.done * 100 / self.total)
+        if percent != self._shown:
+            self._shown = percent
+            self.stream.write('\r%s: %3d%%' % (self.label, min(percent, 100)))
+            self.stream.flush()
+
+    def finish(self):
+        if self.enabled and self._shown >= 0:
+            self.stream.write('\n')
+            self.stream.flush()

@@ -1,0 +1,331 @@
+"""bin/snapshot: consistent snapshots of a site's data, restored in seconds.
+
+Usage::
+
+    bin/snapshot [NAME]              take a snapshot (default name: the time)
+    bin/snapshot --list [--json]     list snapshots, the space they hold and
+                                     the release each is paired with
+    bin/snapshot --restore NAME      put the data back to that snapshot
+                 [--force] [--discard-writes]
+    bin/snapshot --destroy NAME      remove a snapshot
+    bin/snapshot --prune             remove snapshots beyond ``keep``
+    bin/snapshot --adopt             move var/filestorage, var/blobstorage ...
+                                     into the data generations layout
+
+The options of the ``[snapshot]`` part (``backend``, ``data``, ``dataset``,
+``keep``, ``files``, ``releases``) reach :func:`main` as keyword arguments;
+``--data``, ``--backend``, ``--dataset`` and ``--keep`` override them.
+"""
+import datetime
+import logging
+import os
+
+from . import backends
+from ..core import cli
+from ..core import options as opts
+from ..core.errors import ConfigurationError
+from ..core.store import validate_name
+from .layout import DEFAULT_FILES
+from .layout import DataRoot
+
+logger = logging.getLogger('collective.safedeploy')
+
+DEFAULT_KEEP = 10
+
+
+def _files(raw, where):
+    from .layout import parse_files
+    text = (raw or '').strip() or DEFAULT_FILES
+    try:
+        parse_files(text)
+    except ConfigurationError as e:
+        raise ConfigurationError('%s: %s' % (where, e))
+    return text
+
+
+SCHEMA = opts.Schema([
+    opts.Option('backend', 'auto', opts.choice(*backends.NAMES)),
+    opts.Option('data', '', opts.required(
+        example='${buildout:directory}/var')),
+    opts.Option('dataset', '', opts.text),
+    opts.Option('keep', str(DEFAULT_KEEP), opts.integer(0)),
+    opts.Option('files', DEFAULT_FILES, _files),
+    opts.Option('releases', '', opts.text),
+], allowed=('recipe', 'eggs', 'find-links', 'index', 'extra-paths'))
+
+
+class Config:
+    """The snapshot part's options, checked (the recipe checks them with
+    the same :data:`SCHEMA` when buildout reads the part)."""
+
+    def __init__(self, where=opts.section_where('snapshot'), **values):
+        values = {k.replace('_', '-'): v for k, v in values.items()
+                  if v is not None}
+        o = SCHEMA.parse(values, where)
+        if o['backend'] == 'zfs' and not o['dataset']:
+            raise ConfigurationError(
+                '%s: backend = zfs needs dataset (e.g. dataset = tank/site)'
+                % where('dataset'))
+        self.data = os.path.abspath(o['data'])
+        self.backend = o['backend']
+        self.dataset = o['dataset'] or None
+        self.keep = o['keep']
+        self.files = o['files']
+        self.releases = o['releases'] or None
+
+
+def backend_for(options):
+    config = options if isinstance(options, Config) else Config(**options)
+    backend = backends.get(config)
+    backend.check()
+    return backend
+
+
+def default_name(taken):
+    """A time-based name, unique even when taken twice in one second."""
+    base = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    return unique(base, taken)
+
+
+def unique(base, taken):
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = '%s-%d' % (base, n)
+    return validate_name(name, 'snapshot name')
+
+
+# -- operations (callable without buildout) --------------------------------
+
+def create(options, name=None, release=None, prune=True):
+    backend = backend_for(options)
+    taken = {r['name'] for r in backend.snapshots()}
+    if name is None:
+        name = default_name(taken)
+    validate_name(name, 'snapshot name')
+    info = backend.create(name, release=release)
+    logger.debug('snapshot %s taken (%s backend, last transaction %s)',
+                name, backend.name, info.get('last_tid'))
+    if prune:
+        prune_snapshots(backend)
+    return info
+
+
+def take_for_release(options, tag):
+    """A snapshot named after the release ``tag`` (``tag-2`` ... when that
+    name is taken) just before the flip.  Returns {name, backend, time,
+    last_tid}: what the release journal records.  The snapshot is on disk
+    before the release that relies on it is flipped in."""
+    backend = backend_for(options)
+    name = unique(validate_name(tag), {r['name'] for r in
+                                       backend.snapshots()})
+    info = backend.create(name, release=tag, durable=True)
+    prune_snapshots(backend)
+    return dict(name=info['name'], backend=backend.name, time=info['time'],
+                last_tid=info.get('last_tid'),
+                generation=info.get('generation'))
+
+
+def restore(options, name, force=False, discard_writes=False):
+    """Put the data back to snapshot ``name``.  Refuses (nothing changed)
+    when transactions were committed after it, unless ``discard_writes``;
+    what is discarded is kept (a data generation, or a zfs clone)."""
+    backend = backend_for(options)
+    validate_name(name, 'snapshot name')
+    return backend.restore(name, force=force, discard_writes=discard_writes)
+
+
+def undo_restore(options, result):
+    """Put the data back where it was before :func:`restore` returned
+    ``result`` (the code side of a rollback failed); returns the words
+    saying where the data is now."""
+    if not result.get('replaced'):
+        return 'the data stays restored from snapshot %s (%s restores '\
+            'cannot be undone%s)' % (
+                result['name'], result.get('backend'),
+                '; what it discarded is kept in %s' % result['kept']
+                if result.get('kept') else '')
+    config = options if isinstance(options, Config) else Config(**options)
+    root = DataRoot(config.data, config.files)
+    with root.lock():
+        root.generations.flip(result['replaced'], via='undo',
+                              left=result.get('generation'))
+    return 'data current back on generation %s (generation %s kept)' % (
+        result['replaced'], result.get('generation'))
+
+
+def destroy(options, name):
+    backend = backend_for(options)
+    validate_name(name, 'snapshot name')
+    backend.destroy(name)
+    logger.info('snapshot %s destroyed', name)
+
+
+def kept_releases(releases):
+    """The releases still there (None: no releases directory known)."""
+    if not releases or not os.path.isdir(releases):
+        return None
+    from ..core.store import RELEASE
+    from ..core.store import Store
+    return set(Store(releases, RELEASE).on_disk(strict=False))
+
+
+def prune_snapshots(backend):
+    """Destroy the oldest snapshots beyond ``keep`` (0: keep all), never
+    one paired with a release that is still there."""
+    keep = backend.config.keep
+    if not keep:
+        return []
+    rows = backend.snapshots()
+    kept = kept_releases(backend.config.releases)
+    removed = []
+    excess = rows[:-keep]
+    for row in excess:
+        release = row.get('release')
+        if release and (kept is None or release in kept):
+            continue   # paired with a release we may roll back to
+        backend.destroy(row['name'])
+        removed.append(row['name'])
+        logger.info('pruned snapshot %s (more than keep=%d)',
+                    row['name'], keep)
+    return removed
+
+
+def listing(options):
+    backend = backend_for(options)
+    try:
+        rows = backend.snapshots(sizes=True)
+    except TypeError:
+        rows = backend.snapshots()
+    for row in rows:
+        row.pop('storages', None)
+        row.setdefault('state', 'ok')
+    return backend.name, rows
+
+
+def adopt(options):
+    config = options if isinstance(options, Config) else Config(**options)
+    name = DataRoot(config.data, config.files).adopt()
+    logger.info('data moved into %s; point the site at %s', os.path.join(
+        config.data, 'generations', name), os.path.join(
+            config.data, 'current'))
+    return name
+
+
+# -- the command -----------------------------------------------------------
+
+def parser(prog='snapshot'):
+    p = cli.parser(
+        prog, 'Consistent snapshots of the site data (Data.fs and blobs), '
+        'taken while the site runs, restored in seconds.')
+    p.add_argument('name', nargs='?', type=cli.value,
+                   help='name of the snapshot to take (default: the '
+                   'current time)')
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument('--list', action='store_true',
+                      help='list the snapshots')
+    mode.add_argument('--restore', metavar='NAME', type=cli.value,
+                      help='put the data back to snapshot NAME')
+    mode.add_argument('--destroy', metavar='NAME', type=cli.value,
+                      help='remove snapshot NAME')
+    mode.add_argument('--prune', action='store_true',
+                      help='remove snapshots beyond keep')
+    mode.add_argument('--for-release', metavar='TAG', type=cli.value,
+                      help='take the snapshot paired with release TAG '
+                      '(named TAG, or TAG-2 ... when taken) and print it as '
+                      'JSON; bin/buildout does this just before a flip when '
+                      'safedeploy:snapshot-before-flip is set')
+    mode.add_argument('--adopt', action='store_true',
+                      help='move existing data (filestorage/, blobstorage/) '
+                      'into generations/1 and link current (site stopped)')
+    p.add_argument('--json', action='store_true',
+                   help='with --list: print JSON')
+    p.add_argument('--force', action='store_true',
+                   help='with --restore, zfs: restore even when newer '
+                   'snapshots would be destroyed')
+    p.add_argument('--discard-writes', action='store_true',
+                   help='with --restore: restore even when transactions '
+                   'were committed after the snapshot (they are kept, not '
+                   'deleted)')
+    p.add_argument('--data', type=cli.value,
+                   help='the data root (default: from the part)')
+    p.add_argument('--backend', choices=backends.NAMES,
+                   help='the backend (default: from the part)')
+    p.add_argument('--dataset', type=cli.value, help='zfs: the dataset')
+    p.add_argument('--keep', type=cli.value,
+                   help='snapshots to keep (0: all)')
+    return p
+
+
+def check_arguments(p, args):
+    """What argparse cannot say: which flags go together (a refusal here
+    changes nothing)."""
+    modes = [m for m in ('list', 'restore', 'destroy', 'prune',
+                         'for_release', 'adopt') if getattr(args, m)]
+    if args.name and modes:
+        p.error('NAME is only for taking a snapshot; drop it or --%s'
+                % modes[0].replace('_', '-'))
+    if args.json and not args.list:
+        p.error('--json goes with --list')
+    for flag in ('force', 'discard_writes'):
+        if getattr(args, flag) and not args.restore:
+            p.error('--%s goes with --restore' % flag.replace('_', '-'))
+
+
+def main(argv=None, **options):
+    """bin/snapshot; ``options`` come from the recipe."""
+    prog = cli.prog_name('snapshot') if argv is None else 'snapshot'
+    p = parser(prog)
+    args = p.parse_args(argv)
+    check_arguments(p, args)
+    for key in ('data', 'backend', 'dataset', 'keep'):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    cli.setup_logging(args.verbose, args.quiet)
+    cli.handle_signals()
+    return cli.run(prog, dispatch, args, options)
+
+
+def dispatch(args, options):
+    if args.list:
+        name, rows = listing(options)
+        if args.json:
+            cli.print_json(rows)
+        else:
+            for row in rows:
+                row['size'] = cli.human(row.get('size'))
+                row['holds'] = cli.human(row.get('holds'))
+            cli.print_table(rows, [
+                ('name', 'NAME'), ('time', 'TIME'), ('backend', 'BACKEND'),
+                ('size', 'SIZE'), ('holds', 'HOLDS'),
+                ('release', 'RELEASE'), ('state', 'STATE')])
+        return 0
+    if args.restore:
+        result = restore(options, args.restore, force=args.force,
+                         discard_writes=args.discard_writes)
+        print('restored snapshot %s%s' % (result['name'], (
+            ' as data generation %s (generation %s kept)' % (
+                result['generation'], result['replaced']))
+            if result.get('generation') else ''))
+        return 0
+    if args.destroy:
+        destroy(options, args.destroy)
+        print('destroyed snapshot %s' % args.destroy)
+        return 0
+    if args.prune:
+        backend = backend_for(options)
+        for name in prune_snapshots(backend):
+            print('pruned snapshot %s' % name)
+        return 0
+    if args.for_release:
+        cli.print_json(take_for_release(options, args.for_release))
+        return 0
+    if args.adopt:
+        name = adopt(options)
+        print('adopted %s as data generation %s' % (
+            Config(**options).data, name))
+        return 0
+    info = create(options, args.name)
+    print('snapshot %s taken (%s, last transaction %s)' % (
+        info['name'], info['backend'], info.get('last_tid')))
+    return 0

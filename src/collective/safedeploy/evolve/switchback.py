@@ -1,0 +1,109 @@
+"""Switching the data back to an older generation (what ``bin/rollback``
+does for a release that ran on older data), and the writes that would
+discard.
+"""
+import glob
+import os
+
+from ..core import commands
+from ..core.errors import Refused
+from ..data import filestorage
+from .state import DataRoot
+
+def writes_since_switch(data, name=None):
+    """Transactions committed in data generation ``name`` (default: the
+    current one) since it was switched to."""
+    data = DataRoot(data) if isinstance(data, str) else data
+    name = name or data.current()
+    manifest = data.generations.manifest(name) or {}
+    tid = filestorage.tid_bytes(manifest.get('switch_tid'))
+    if tid is None:
+        return None
+    return filestorage.count_transactions_after(data.fs(name), tid)
+
+
+def drop_client_caches(patterns):
+    """Remove ZEO clients' persistent cache files (``*.zec``): a client
+    whose cache is newer than the database refuses it ("Server behind
+    client")."""
+    removed = []
+    for pattern in patterns:
+        for path in glob.glob(pattern):
+            if path.endswith('.zec') or path.endswith('.zec.lock'):
+                os.unlink(path)
+                removed.append(path)
+    return removed
+
+
+def run_hook(args, what, **env):
+    """A client command (stop or start the ZEO clients) around the switch."""
+    if args:
+        commands.run(args, what=what, env=dict(os.environ, **env))
+
+
+def switch_data_back(data, target, control=None, discard_writes=False,
+                     client_stop_command=None, client_start_command=None,
+                     client_caches=()):
+    """Make the older data generation ``target`` current again (what
+    ``bin/rollback`` calls for a release paired with older data).
+
+    Refuses when the current generation got writes since its switch,
+    unless ``discard_writes``; the abandoned generation is kept.  ZEO
+    clients are stopped, their persistent caches dropped and started
+    again around the server restart.
+    """
+    data = DataRoot(data) if isinstance(data, str) else data
+    gens = data.generations
+    with gens.lock('an evolve-copy or rollback of %s' % data.path):
+        current = data.current()
+        target = gens.resolve(target)
+        writes = writes_since_switch(data, current)
+        if writes and not discard_writes:
+            raise Refused(
+                '%d transactions were committed in data generation %s since '
+                'it became current; going back to %s discards them: run '
+                'again with --discard-writes (generation %s is kept)' % (
+                    writes, current, target, current))
+        run_hook(commands.split(client_stop_command, 'client-stop-command'),
+                 'client-stop-command', SAFEDEPLOY_DATA=data.dir(target))
+        drop_client_caches(client_caches)
+        gens.journal.append('rolled-back', name=current, to=target,
+                            discarded_writes=writes or 0)
+        gens.flip(target, via='switch-back', left=current,
+                  discarded_writes=writes or 0)
+        if control is not None:
+            control.thaw(data.dir(target))
+        run_hook(commands.split(client_start_command, 'client-start-command'),
+                 'client-start-command', SAFEDEPLOY_DATA=data.dir(target))
+    return dict(previous=current, current=target, discarded=writes or 0)
+
+
+def _control(options):
+    from ..zeo.control import make_control
+    return make_control(options.get('zeo_address'), options.get('zeo_state'),
+                        options.get('runzeo'), options.get('freeze_command'),
+                        options.get('thaw_command'))
+
+
+def switch_data_back_with(options, target, discard_writes=False):
+    """:func:`switch_data_back` with the evolve-copy part's options (the
+    keyword arguments of its bin/evolve-copy)."""
+    return switch_data_back(
+        options['data'], target, _control(options),
+        discard_writes=discard_writes,
+        client_stop_command=options.get('client_stop_command'),
+        client_start_command=options.get('client_start_command'),
+        client_caches=(options.get('client_cache') or '').split())
+
+
+def undo_switch_back(options, result):
+    """The data forward again to the generation a switch back left (the
+    code side of a rollback failed); returns where the data is now."""
+    data = DataRoot(options['data'])
+    gens = data.generations
+    control = _control(options)
+    with gens.lock('an evolve-copy or rollback of %s' % data.path):
+        gens.flip(result['previous'], via='undo', left=result['current'])
+        if control is not None:
+            control.thaw(data.dir(result['previous']))
+    return 'data current back on generation %s' % result['previous']

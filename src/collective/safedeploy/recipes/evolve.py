@@ -1,0 +1,116 @@
+"""``recipe = collective.safedeploy:evolve-copy``: generates bin/evolve-copy.
+
+A thin shell over :func:`collective.safedeploy.evolve.command.main`::
+
+    [evolve-copy]
+    recipe = collective.safedeploy:evolve-copy
+    data = ${snapshot:data}
+    zeo = zeoserver
+    evolve = karl.evolve.zodb
+    eggs = karl
+
+Options: ``data`` (the data root), ``evolve`` (a package of evolveN
+modules, ``package:schema_manager`` or ``module:function``),
+``evolve-context``, ``evolve-key``; how production is frozen: ``zeo`` (the
+ZEO server part; its ``zeo-address`` or ``address``), ``zeo-address``,
+``zeo-state`` (default ``${buildout:directory}/var/safedeploy-zeo``),
+``runzeo``, or ``freeze-command`` and ``thaw-command``; around a switch
+back: ``client-stop-command``, ``client-start-command``,
+``client-cache`` (glob patterns of the clients' ``*.zec`` files);
+``release`` (recorded when no ``current`` release is found) and
+``current`` (default ``${safedeploy:current}``).
+"""
+import os
+
+from ..core import commands
+from ..core import options as opts
+from ..core.errors import ConfigurationError
+from ..zeo.control import check_choice
+from ..release.settings import has_section
+from .base import EGG_OPTIONS
+from .base import RootScript
+
+# option -> keyword argument of evolve.command.main
+PASSED = ('data', 'evolve', 'evolve-context', 'evolve-key', 'zeo-address',
+          'zeo-state', 'runzeo', 'freeze-command', 'thaw-command',
+          'release', 'client-stop-command', 'client-start-command',
+          'client-cache', 'current')
+
+
+def _command(raw, where):
+    value = (raw or '').strip()
+    commands.split(value, where)
+    return value
+
+
+class EvolveCopy(RootScript):
+
+    script = 'evolve-copy'
+    module = 'collective.safedeploy.evolve.command'
+    schema = opts.Schema([
+        opts.Option('data', '', opts.required(
+            example='data = ${snapshot:data}')),
+        opts.Option('evolve', '', opts.required(
+            example='evolve = a package of evolveN modules, '
+                    'package:schema_manager or module:function')),
+        opts.Option('evolve-context', '', opts.text),
+        opts.Option('evolve-key', '', opts.text),
+        opts.Option('zeo', '', opts.text),
+        opts.Option('zeo-address', '', opts.address),
+        opts.Option('zeo-state', '', opts.text),
+        opts.Option('runzeo', '', opts.text),
+        opts.Option('freeze-command', '', _command),
+        opts.Option('thaw-command', '', _command),
+        opts.Option('release', '', opts.text),
+        opts.Option('client-stop-command', '', _command),
+        opts.Option('client-start-command', '', _command),
+        opts.Option('client-cache', '', opts.text),
+        opts.Option('current', '', opts.text),
+    ], allowed=EGG_OPTIONS)
+
+    def configure(self):
+        o = self.options
+        values = self.schema.parse(o, self.where)
+        zeo = values['zeo']
+        try:
+            check_choice(zeo or values['zeo-address'],
+                         values['freeze-command'], values['thaw-command'],
+                         required=True)
+        except ConfigurationError as e:
+            raise ConfigurationError('[%s]: %s' % (self.name, e))
+        if zeo:
+            if not has_section(self.buildout, zeo):
+                raise ConfigurationError(
+                    '%s = %s is not a section; give the name of your ZEO '
+                    'server part' % (self.where('zeo'), zeo))
+            part = self.buildout[zeo]
+            address = values['zeo-address'] or opts.address(
+                part.get('zeo-address') or part.get('address'),
+                '[%s] zeo-address' % zeo)
+            if not address:
+                raise ConfigurationError(
+                    '[%s] has no zeo-address; set zeo-address in [%s] or '
+                    '[%s]' % (zeo, zeo, self.name))
+            o['zeo-address'] = address
+            o.setdefault('zeo-state', os.path.join(
+                self.directory, 'var', 'safedeploy-zeo'))
+        o['data'] = os.path.normpath(os.path.join(self.directory,
+                                                  values['data']))
+        # the code release the switched data is paired with: the one
+        # `current` points to when bin/evolve-copy runs
+        if not o.get('current', '').strip():
+            o['current'] = self.settings().current
+        o.setdefault('eggs', '')
+
+    def eggs(self):
+        # what evolve-copy itself needs: ZODB (catch-up, verify, evolve),
+        # zc.beforestorage (--rehearse), ZEO (the built-in freeze/thaw)
+        needed = ['collective.safedeploy', 'ZODB', 'zc.beforestorage']
+        if self.options.get('zeo-address'):
+            needed.append('ZEO')
+        return needed
+
+    def arguments(self):
+        o = self.options
+        return {key.replace('-', '_'): o[key] for key in PASSED
+                if o.get(key, '').strip()}

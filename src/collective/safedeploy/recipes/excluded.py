@@ -1,0 +1,14 @@
+"""Stands in, inside a release, for a part listed in
+``safedeploy:exclude-parts``: the real part is installed once, outside
+the releases, so a release installs nothing for it."""
+
+
+class Excluded:
+
+    def __init__(self, buildout, name, options):
+        pass
+
+    def install(self):
+        return ()
+
+    update = install

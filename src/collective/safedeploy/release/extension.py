@@ -1,0 +1,422 @@
+"""The zc.buildout extension: ``extensions = collective.safedeploy``.
+
+``load`` runs before buildout sets up its directories and installs
+anything; ``unload`` runs only at the end of a wholly successful
+``install``.  So:
+
+- ``load`` *stages* the release: takes the lock, creates releases/<tag>,
+  redirects bin, parts, develop-eggs and the installed-parts record into
+  it, freezes the develop sources into it and starts recording every
+  distribution used.  The eggs directory and download cache stay shared.
+- buildout *builds* the parts into the release;
+- ``unload`` *verifies* the release is complete, *publishes* it (manifest),
+  *flips* ``current`` with the health gate and *finishes* (prunes).
+
+When the run fails, is interrupted or killed, ``unload`` never runs:
+``current`` is untouched, an exit handler marks the release failed with
+the reason (a killed run's is marked by the next run) and the last line
+says where ``current`` still points.
+"""
+import atexit
+import errno
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+
+import zc.buildout
+import zc.buildout.easy_install
+
+from . import distributions
+from . import lifecycle
+from . import pairing
+from . import settings as configuration
+from ..core import commands
+from ..core import lock as locking
+from ..core.errors import ConfigurationError
+from ..core.errors import Refused
+from ..core.errors import SafeDeployError
+
+logger = logging.getLogger('collective.safedeploy')
+
+NAME = 'collective.safedeploy'
+# set for the buildout run that installs exclude-parts outside releases
+PHASE = 'SAFEDEPLOY_PHASE'
+
+
+class SafeDeployUserError(zc.buildout.UserError):
+    """A SafeDeployError reported by bin/buildout: one line, no context."""
+
+
+def enabled(buildout):
+    """Buildout calls every installed extension's hooks as soon as any
+    extension is listed: act only when we are."""
+    if os.environ.get(PHASE) == 'shared-parts':
+        return False
+    specs = buildout['buildout'].get('extensions', '').split()
+    return NAME in specs
+
+
+class Run:
+    """One release build: what load set up and unload completes."""
+
+    def __init__(self, buildout, settings):
+        self.buildout = buildout
+        self.settings = settings
+        self.lock = None
+        self.path = None
+        self.done = False
+        self.failure = None
+        self.recorder = None
+        self.configured_parts = []
+        self.original = {}
+
+    # -- load ------------------------------------------------------------
+
+    def stage(self):
+        s = self.settings
+        unknown = [p for p in s.exclude_parts
+                   if not configuration.has_section(self.buildout, p)]
+        if unknown:
+            raise ConfigurationError(
+                'safedeploy:exclude-parts names %s, which is not a section; '
+                'fix the part name' % ', '.join(unknown))
+        if s.snapshot_before_flip and \
+                not configuration.has_section(self.buildout,
+                                              s.snapshot_before_flip):
+            raise ConfigurationError(
+                'safedeploy:snapshot-before-flip names %s, which is not a '
+                'section; give the name of your snapshot part'
+                % s.snapshot_before_flip)
+        lifecycle.check_writable(s)
+        s.resolve_tag()
+        gens = s.releases()
+        gens.current_name()  # refuses a hostile current before any change
+        gens.claim()         # refuses a directory that is not ours
+        if _restarted_by_parent(gens.lock_path):
+            self.lock = None  # our parent holds it and waits for us
+        else:
+            self.lock = locking.acquire(gens.lock_path)
+        self.path = lifecycle.stage(s)
+
+    def redirect(self):
+        b = self.buildout['buildout']
+        path = self.path
+        for key in ('bin-directory', 'parts-directory',
+                    'develop-eggs-directory', 'installed', 'develop', 'parts'):
+            self.original[key] = b.get(key, '')
+        b['safedeploy-root-bin-directory'] = self.original['bin-directory']
+        b['safedeploy-release'] = path
+        b['safedeploy-tag'] = self.settings.tag
+        b['bin-directory'] = os.path.join(path, 'bin')
+        b['parts-directory'] = os.path.join(path, 'parts')
+        b['develop-eggs-directory'] = os.path.join(path, 'develop-eggs')
+        b['installed'] = os.path.join(path, '.installed.cfg')
+        develop = self.original['develop'].split()
+        if develop:
+            b['develop'] = '\n'.join(lifecycle.freeze_sources(
+                develop, path, self.settings.buildout_directory))
+        parts = self.original['parts'].split()
+        excluded = self.settings.exclude_parts
+        for part in excluded:
+            # referenced by a release part: buildout would install it into
+            # the release; there it is a placeholder that installs nothing
+            self.buildout._raw[part]['recipe'] = NAME + ':excluded'
+        self.configured_parts = [p for p in parts if p not in excluded]
+        b['parts'] = ' '.join(self.configured_parts)
+
+    # -- unload ----------------------------------------------------------
+
+    def complete(self):
+        s = self.settings
+        gens = s.releases()
+        parts = lifecycle.verify(s, self.path, self.configured_parts)
+        if s.exclude_parts:
+            install_shared_parts(s)
+        dists = self.recorder.distributions() if self.recorder else []
+        raw = {k: dict(v) for k, v in self.buildout._raw.items()}
+        manifest = lifecycle.describe(s, self.path, raw, dists, parts, extra={
+            'root-bin-directory': self.original['bin-directory'],
+            'root-scripts': sorted(getattr(
+                self.buildout, '_safedeploy_root_scripts', ())),
+        })
+        if s.index != 'off':
+            # before the release is complete: a required index that cannot
+            # be built leaves it unpublished, and the tag can be rebuilt
+            publish_index(s, manifest, self.buildout)
+        taken = None
+        if s.snapshot_before_flip:
+            taken = take_snapshot(s, self.buildout)
+        lifecycle.publish(s, manifest)
+        previous = gens.current_name()
+        if taken is not None:
+            pairing.record(s.releases_directory, previous,
+                           'snapshot-before-flip', **taken)
+        lifecycle.flip(gens, s.tag, s.hooks(), s.buildout_directory)
+        pairing.record(s.releases_directory, s.tag, 'publish',
+                       generation=data_generation(self.buildout))
+        self.done = True
+        lifecycle.finish(s)
+        logger.info('current -> %s', s.tag)
+
+    def abandon(self):
+        """At exit, if the release was not published: mark it failed."""
+        if self.done or self.path is None:
+            return
+        s = self.settings
+        gens = s.releases()
+        try:
+            if not gens.is_complete(s.tag):
+                gens.mark_failed(s.tag, self.failure or 'the run failed')
+        except Exception as e:  # e.g. the disk is full: the next run will
+            logger.error('could not mark release %s failed: %s', s.tag, e)
+        try:
+            current = gens.current_name()
+        except Exception:
+            current = None
+        sys.stdout.flush()
+        sys.stderr.write('current still points to %s\n' % (
+            current or 'nothing (no release was published yet)'))
+        sys.stderr.flush()
+
+
+def describe(error):
+    """One line for an OSError (or shutil.Error holding some)."""
+    if isinstance(error, shutil.Error) and error.args and isinstance(
+            error.args[0], list) and error.args[0]:
+        source, dest, why = error.args[0][0]
+        if 'No space left' in str(why):
+            return 'no space left on the device holding %s; free some ' \
+                'space and run bin/buildout again' % os.path.dirname(dest)
+        return '%s (copying %s)' % (why, source)
+    if getattr(error, 'errno', None) == errno.ENOSPC:
+        return 'no space left on the device holding %s; free some space ' \
+            'and run bin/buildout again' % (error.filename or 'the release')
+    where = ' (%s)' % error.filename if getattr(error, 'filename', None) \
+        else ''
+    return '%s%s' % (getattr(error, 'strerror', None) or error, where)
+
+
+def _restarted_by_parent(lock_path):
+    """buildout re-executes itself after upgrading; the parent still holds
+    the lock and waits for us."""
+    if os.environ.get('BUILDOUT_RESTART_AFTER_UPGRADE') != '1':
+        return False
+    holder = locking.holder(lock_path)
+    return holder.startswith('pid %d ' % os.getppid())
+
+
+# -- capturing why a run failed ------------------------------------------
+
+def _wrap_doing(run=None):
+    """buildout's ``main`` reports a failure through ``_doing`` (the
+    "While:" lines), then prints the error.  Our own errors are one line
+    that says it all, so they get no "While:"; for others, what buildout
+    was doing is kept as the release's failure reason."""
+    import zc.buildout.buildout as bo
+    original = getattr(bo._doing, 'safedeploy_original', bo._doing)
+
+    def _doing():
+        kind, value, tb = sys.exc_info()
+        doing = []
+        while tb is not None:
+            d = tb.tb_frame.f_locals.get('__doing__')
+            if isinstance(d, tuple):
+                d = d[0] % d[1:]
+            if d:
+                doing.append(str(d).strip().rstrip('.'))
+            tb = tb.tb_next
+        if isinstance(value, SafeDeployUserError):
+            if run is not None and run.failure is None:
+                run.failure = str(value)
+            return
+        if value is not None and run is not None and run.failure is None:
+            what = doing[-1] + ': ' if doing else ''
+            text = str(value).strip()
+            run.failure = '%s%s' % (what, text.splitlines()[-1] if text
+                                    else kind.__name__)
+        return original()
+    _doing.safedeploy_original = original
+    bo._doing = _doing
+
+
+def _capture_failures(run):
+    """Record why the run failed, for the release's failure marker.
+
+    buildout's ``main`` reports a failure through ``_doing`` (what it was
+    doing) and then exits; an uncaught exception (Ctrl-C) goes through
+    ``sys.excepthook``.  Both are wrapped, neither is changed.
+    """
+    _wrap_doing(run)
+    previous_hook = sys.excepthook
+
+    def excepthook(kind, value, tb):
+        if run.failure is None:
+            run.failure = 'interrupted' if issubclass(
+                kind, KeyboardInterrupt) else '%s: %s' % (kind.__name__, value)
+        previous_hook(kind, value, tb)
+    sys.excepthook = excepthook
+
+
+def _on_signal(signum, frame):
+    raise KeyboardInterrupt('signal %d' % signum)
+
+
+# -- the extension entry points ------------------------------------------
+
+def load(buildout):
+    if not enabled(buildout):
+        return
+    if getattr(buildout, '_safedeploy_run', None) is not None:
+        return  # idempotent
+    _wrap_doing()
+    route_logging()
+    try:
+        settings = configuration.from_buildout(buildout)
+        run = Run(buildout, settings)
+        buildout._safedeploy_run = run
+        run.stage()
+    except SafeDeployError as e:
+        raise SafeDeployUserError(str(e))
+    except OSError as e:
+        raise SafeDeployUserError('staging release failed: %s' % describe(e))
+    _capture_failures(run)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    atexit.register(run.abandon)
+    try:
+        run.redirect()
+    except SafeDeployError as e:
+        raise SafeDeployUserError(str(e))
+    except (OSError, shutil.Error) as e:
+        raise SafeDeployUserError('staging release %s failed: %s' % (
+            settings.tag, describe(e)))
+    run.recorder = distributions.Recorder(buildout)
+    run.recorder.start()
+
+
+def unload(buildout):
+    run = getattr(buildout, '_safedeploy_run', None)
+    if run is None or run.done or run.path is None:
+        return
+    try:
+        run.recorder.stop()
+        run.complete()
+    except SafeDeployError as e:
+        run.failure = str(e)
+        raise SafeDeployUserError(str(e))
+    except OSError as e:
+        run.failure = describe(e)
+        raise SafeDeployUserError('publishing release %s failed: %s' % (
+            run.settings.tag, run.failure))
+    finally:
+        if run.lock is not None:
+            run.lock.close()
+            run.lock = None
+
+
+# -- exclude-parts: installed once, outside the releases ----------------
+
+def _buildout_arguments():
+    """The options of this bin/buildout run, without its command."""
+    args = sys.argv[1:]
+    kept = []
+    while args:
+        a = args.pop(0)
+        if a.startswith('-'):
+            kept.append(a)
+            if a in ('-c', '-t') and args:
+                kept.append(args.pop(0))
+        elif '=' in a:
+            kept.append(a)
+        else:
+            break  # a command: the rest are its arguments
+    return kept
+
+
+def install_shared_parts(settings):
+    parts = settings.exclude_parts
+    logger.info('Installing %s outside the releases.', ', '.join(parts))
+    args = [sys.executable, sys.argv[0]] + _buildout_arguments() + [
+        'buildout:parts=%s' % ' '.join(parts)]
+    env = dict(os.environ, **{PHASE: 'shared-parts'})
+    p = commands.run(args, cwd=settings.buildout_directory, env=env,
+                     output=commands.SHOW, check=False)
+    if p.returncode:
+        raise Refused(
+            'installing the excluded parts %s failed (see above); fix them '
+            'and run bin/buildout again' % ', '.join(parts))
+
+
+# -- hooks into the other features ----------------------------------------
+
+def publish_index(settings, manifest, buildout):
+    from ..index.publish import publish_release
+    publish_release(settings, manifest, buildout)
+
+
+def take_snapshot(settings, buildout):
+    """Snapshot the data just before the flip, named after the tag.
+
+    The snapshot part's own script does it (bin/buildout's environment is
+    kept minimal and has no ZODB to verify the snapshot with).  Returns
+    the fields of the pairing entry that says the snapshot holds the data
+    of the release being left."""
+    part = settings.snapshot_before_flip
+    buildout[part]['recipe']  # installed already: its script exists
+    script = os.path.join(buildout['buildout']['bin-directory'], 'snapshot')
+    if not os.path.exists(script):
+        raise ConfigurationError(
+            'safedeploy:snapshot-before-flip names %s, but the release has '
+            'no bin/snapshot; list the part in parts' % part)
+    p = commands.run([script, '--for-release', settings.tag],
+                     what='the snapshot before flipping to %s' % settings.tag,
+                     output=commands.STDOUT, check=False)
+    if p.returncode:
+        raise Refused(
+            'the snapshot before flipping to %s failed (see above); current '
+            'was not changed' % settings.tag)
+    taken = json.loads(p.stdout)
+    logger.info('snapshot %s of the data taken before the flip',
+                taken['name'])
+    return {'snapshot': taken['name'], 'backend': taken.get('backend'),
+            'last_tid': taken.get('last_tid'),
+            'generation': taken.get('generation'),
+            'script': os.path.join(
+                buildout['buildout']['safedeploy-root-bin-directory'],
+                'snapshot')}
+
+
+DATA_RECIPES = ('collective.safedeploy:snapshot',
+                'collective.safedeploy:evolve-copy')
+
+
+def data_root(buildout):
+    """The data root a safedeploy data part of this buildout names."""
+    for part in buildout['buildout']['parts'].split():
+        if configuration.has_section(buildout, part) and \
+                buildout[part].get('recipe') in DATA_RECIPES:
+            return buildout[part].get('data') or None
+    return None
+
+
+def data_generation(buildout):
+    """The data generation current now, when the buildout has a data root
+    with generations; else None."""
+    root = data_root(buildout)
+    link = os.path.join(root, 'current') if root else None
+    if link and os.path.islink(link):
+        return os.path.basename(os.readlink(link))
+    return None
+
+
+def route_logging():
+    """Our messages look like buildout's own: our logger speaks through
+    zc.buildout's handlers while buildout runs."""
+    ours = logging.getLogger('collective.safedeploy')
+    theirs = logging.getLogger('zc.buildout')
+    if theirs.handlers:
+        ours.handlers[:] = list(theirs.handlers)
+        ours.propagate = False

@@ -1,0 +1,336 @@
+"""The release lifecycle, as named steps.
+
+::
+
+    stage    lock the releases directory, finish what killed runs left,
+             create releases/<tag> (not yet complete)
+    build    bin/buildout installs the parts into it     (extension.py)
+    verify   every configured part was installed
+    publish  write the manifest: the release is complete and immutable
+    flip     point `current` at it; after-flip; health gate
+             (unhealthy: flip back, mark it bad)
+    finish   prune releases beyond `keep`
+    roll back  flip `current` to an older good release, same gate
+
+Nothing outside ``releases/<tag>`` changes before *flip*, and *flip* is
+one ``rename`` of a freshly made symlink.  A run that fails or is killed
+before it leaves ``current`` where it was.
+"""
+import getpass
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+
+from . import hooks
+from ..core import cli
+from ..core import commands
+from ..core import fsutil
+from ..core.errors import ConfigurationError
+from ..core.errors import HealthCheckFailed
+from ..core.errors import Refused
+from ..core.journal import now
+
+logger = logging.getLogger('collective.safedeploy')
+
+
+def git_tag(directory):
+    """The tag the buildout directory's checkout is exactly at."""
+    p = commands.run(['git', 'describe', '--tags', '--exact-match'],
+                     cwd=directory, check=False)
+    if p.returncode:
+        raise ConfigurationError(
+            'no tag to release: %s is not at a git tag; tag it (git tag 1.0)'
+            ' or give one: bin/buildout safedeploy:tag=1.0' % directory)
+    return p.stdout.strip().splitlines()[-1]
+
+
+def check_writable(settings):
+    """Refuse early, before anything changed, what we could not finish."""
+    for directory in (settings.buildout_directory,
+                      os.path.dirname(settings.current)):
+        if os.path.isdir(directory) and not os.access(directory, os.W_OK):
+            raise ConfigurationError(
+                '%s is not writable by %s; run as the site user or fix its '
+                'permissions' % (directory, getpass.getuser()))
+    d = settings.releases_directory
+    if os.path.exists(d) and not os.path.isdir(d):
+        raise ConfigurationError(
+            'releases-directory %s exists and is not a directory; move it '
+            'away or set safedeploy:releases-directory' % d)
+    if os.path.isdir(d) and not os.access(d, os.W_OK):
+        raise ConfigurationError(
+            'releases-directory %s is not writable by %s; fix its '
+            'permissions' % (d, getpass.getuser()))
+
+
+# -- stage -----------------------------------------------------------------
+
+def stage(settings):
+    """Create releases/<tag> for a new build (the caller holds the lock).
+
+    A tag that already has a complete release is not built again unless
+    ``rebuild`` is set, and the current one never is.
+    """
+    gens = settings.releases()
+    tag = settings.tag
+    current = gens.current_name()
+    gens.recover()
+    if gens.is_complete(tag):
+        if not settings.rebuild:
+            raise Refused(
+                'release %s already exists and releases are immutable; tag a '
+                'new release, or rebuild it with safedeploy:rebuild=true'
+                % tag)
+        if tag == current:
+            raise Refused(
+                'release %s is current and is never rebuilt in place; roll '
+                'back to another release first, then rebuild it' % tag)
+        gens.discard(tag, 'rebuild')
+    path = gens.stage(tag, previous=current)
+    for entry in settings.shared:
+        target = os.path.join(settings.buildout_directory, entry)
+        os.makedirs(target, exist_ok=True)
+        link = os.path.join(path, entry)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(os.path.relpath(target, os.path.dirname(link)), link)
+    logger.info('stage: building release %s in %s', tag, path)
+    return path
+
+
+def freeze_sources(develop, release_path, buildout_directory):
+    """Copy each develop source into the release; return the new paths.
+
+    An old release keeps running its own code after the working copy
+    moves on.
+    """
+    frozen = []
+    src = os.path.join(release_path, 'src')
+    for n, entry in enumerate(develop):
+        source = os.path.normpath(os.path.join(buildout_directory, entry))
+        name = os.path.basename(source.rstrip(os.sep)) or 'src%d' % n
+        dest = os.path.join(src, name)
+        if os.path.exists(dest):
+            dest = os.path.join(src, '%s-%d' % (name, n))
+        shutil.copytree(source, dest, symlinks=True, ignore=(
+            shutil.ignore_patterns('.git', '.hg', '*.egg-info', 'build',
+                                   '__pycache__', '*.pyc', '.tox', '.venv')))
+        frozen.append(dest)
+    return frozen
+
+
+# -- verify ----------------------------------------------------------------
+
+def installed_parts(installed_file):
+    import configparser
+    parser = configparser.RawConfigParser(interpolation=None)
+    parser.optionxform = str
+    try:
+        parser.read(installed_file)
+        return parser.get('buildout', 'parts').split()
+    except (configparser.Error, OSError):
+        return []
+
+
+def verify(settings, release_path, configured_parts):
+    """Every configured part was installed into the release."""
+    installed = installed_parts(os.path.join(release_path, '.installed.cfg'))
+    missing = [p for p in configured_parts if p not in installed]
+    if missing:
+        raise Refused(
+            'release %s is incomplete: part(s) %s not installed (was this '
+            '"bin/buildout install PART"?); run bin/buildout without part '
+            'names to build a whole release' % (
+                settings.tag, ', '.join(missing)))
+    return installed
+
+
+# -- publish ---------------------------------------------------------------
+
+def configuration_hash(raw):
+    """sha256 of the effective configuration (every section, every option,
+    after extends and command-line overrides)."""
+    canonical = json.dumps(
+        {s: {k: str(v) for k, v in sorted(opts.items())}
+         for s, opts in sorted(raw.items())}, sort_keys=True)
+    return hashlib.sha256(canonical.encode('utf-8')).hexdigest()
+
+
+def describe(settings, release_path, configuration, distributions, parts,
+             extra=None):
+    """The release's manifest (not yet written) and its effective.cfg."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = str(os.getuid())
+    manifest = {
+        'tag': settings.tag,
+        'time': now(),
+        'user': user,
+        'host': socket.gethostname(),
+        'configuration-sha256': configuration_hash(configuration),
+        'parts': parts,
+        'distributions': distributions,
+        'hooks': settings.hooks(),
+        'buildout-directory': settings.buildout_directory,
+    }
+    manifest.update(extra or {})
+    fsutil.atomic_write(os.path.join(release_path, 'effective.cfg'),
+                        dump_configuration(configuration))
+    return manifest
+
+
+def publish(settings, manifest):
+    """Write the manifest: the release is complete from here on."""
+    manifest = settings.releases().complete(settings.tag, manifest)
+    logger.info('publish: release %s is complete', settings.tag)
+    return manifest
+
+
+def dump_configuration(raw):
+    lines = ['# The effective configuration this release was built from.\n']
+    for section in sorted(raw):
+        lines.append('\n[%s]\n' % section)
+        for key in sorted(raw[section]):
+            value = str(raw[section][key]).replace('\n', '\n    ')
+            lines.append('%s = %s\n' % (key, value))
+    return ''.join(lines)
+
+
+# -- flip ------------------------------------------------------------------
+
+def flip(gens, tag, hook_settings, buildout_directory, via='publish',
+         **fields):
+    """Point ``current`` at ``tag``, install its root scripts, run
+    after-flip, pass the health gate.
+
+    When the gate fails, ``current`` goes back where it was (with the root
+    scripts of that release), after-flip runs again, the release is marked
+    bad and HealthCheckFailed raised.  An interrupt before the gate passed
+    goes back the same way (the release is not marked bad: it was not
+    found unhealthy) and is raised again.
+    """
+    previous = gens.flip(tag, via=via, **fields)
+    install_root_scripts(gens, tag)
+    logger.info('flip: current -> %s (was %s)', tag, previous or 'nothing')
+    try:
+        reason = gate(gens, tag, previous, hook_settings, buildout_directory)
+    except BaseException as e:
+        if isinstance(e, Exception):
+            raise
+        restore = cli.ignore_signals()
+        try:
+            e.safedeploy_where = flip_back(gens, tag, previous,
+                                           hook_settings, buildout_directory,
+                                           'interrupted')
+        finally:
+            try:
+                restore()
+            except BaseException:
+                pass     # the interrupt being handled is raised below
+        raise
+    if reason is None:
+        return previous
+    logger.error('%s', reason)
+    gens.journal.append('bad', name=tag, reason=reason)
+    restore = cli.ignore_signals()
+    try:
+        where = flip_back(gens, tag, previous, hook_settings,
+                          buildout_directory, 'unhealthy')
+    finally:
+        restore()
+    raise HealthCheckFailed('release %s is bad: %s; %s' % (tag, reason, where))
+
+
+def gate(gens, tag, previous, hook_settings, buildout_directory):
+    """after-flip, then the health check: None, or why it failed."""
+    release = gens.path(tag)
+    reason = hooks.after_flip(hook_settings.get('after-flip'),
+                              buildout_directory, tag, release, previous)
+    if reason is None:
+        reason = hooks.health_check(
+            hook_settings.get('health-check'),
+            hook_settings.get('health-timeout', 30), buildout_directory,
+            tag, release, previous)
+    return reason
+
+
+def flip_back(gens, tag, previous, hook_settings, buildout_directory, why):
+    """``current`` back to ``previous`` after ``tag`` was flipped to;
+    returns the words saying where it points now."""
+    if previous:
+        gens.flip(previous, via='flip-back', reason=why, left=tag)
+        install_root_scripts(gens, previous)
+        if why == 'interrupted':
+            gens.journal.append('rolled-back', name=tag, to=previous,
+                                reason=why)
+        previous_hooks = (gens.manifest(previous) or {}).get(
+            'hooks', hook_settings)
+        hooks.after_flip(previous_hooks.get('after-flip'),
+                         buildout_directory, previous, gens.path(previous),
+                         tag)
+        return 'current flipped back to %s' % previous
+    gens.remove_current()
+    return 'there was no release before it, current removed'
+
+
+def install_root_scripts(gens, tag):
+    """The scripts that live in the buildout's own bin directory
+    (bin/rollback, bin/snapshot, ...) are those of the current release:
+    copied from its bin directory whenever it becomes current."""
+    manifest = gens.manifest(tag) or {}
+    root = manifest.get('root-bin-directory')
+    names = manifest.get('root-scripts') or ()
+    if not root or not names:
+        return []
+    os.makedirs(root, exist_ok=True)
+    installed = []
+    for name in names:
+        source = os.path.join(gens.path(tag), 'bin', name)
+        if os.path.exists(source):
+            fsutil.atomic_copy(source, os.path.join(root, name))
+            installed.append(name)
+    return installed
+
+
+# -- finish ----------------------------------------------------------------
+
+def finish(settings):
+    removed = settings.releases().prune(settings.keep)
+    for name in removed:
+        logger.info('finish: pruned release %s', name)
+    return removed
+
+
+# -- roll back --------------------------------------------------------------
+
+def roll_back(gens, target=None, dry_run=False, buildout_directory=None):
+    """Flip ``current`` to ``target`` (default: the previous good release).
+
+    The caller holds the lock.  Returns (from, to).
+    """
+    current = gens.current_name()
+    gens.recover()
+    if target is None:
+        target = gens.previous_good(current)
+        if target is None:
+            raise Refused(
+                'no good release older than %s to roll back to; name one: '
+                'bin/rollback TAG (bin/rollback --list shows them)'
+                % (current or 'the current one'))
+    gens.resolve(target)
+    if target == current:
+        raise Refused('release %s is already current; nothing to do'
+                      % target)
+    if dry_run:
+        return current, target
+    manifest = gens.manifest(target) or {}
+    hook_settings = manifest.get('hooks', {})
+    directory = buildout_directory or manifest.get('buildout-directory') or \
+        os.path.dirname(gens.current)
+    if current:
+        gens.journal.append('rolled-back', name=current, to=target)
+    flip(gens, target, hook_settings, directory, via='rollback')
+    return current, target

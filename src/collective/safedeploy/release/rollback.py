@@ -1,0 +1,209 @@
+"""bin/rollback: back to the previous good release, or to a named one.
+
+usage: rollback [TAG] [--with-data [--discard-writes]] [--dry-run]
+       rollback --list [--json]
+
+With no TAG, ``current`` goes back to the newest good release built
+before the current one.  The same lock, atomic flip, after-flip hook and
+health gate as a release build apply.  Works when the current release is
+broken or the last build failed halfway: this script lives in the
+buildout's own bin directory and needs nothing from any release.
+
+Code and data move together.  ``--with-data`` restores the snapshot that
+holds the data as it was when TAG was left; with an evolve-copy part, a
+release that ran on an older data generation gets that generation back.
+The data step runs in this process, through the library, before the code
+flip; if the code flip or its health gate then fails, the data goes back
+too, and the last line says where code and data are.
+"""
+import logging
+import os
+
+from . import lifecycle
+from . import pairing
+from . import settings as configuration
+from ..core import cli
+from ..core.errors import Refused
+
+logger = logging.getLogger('collective.safedeploy')
+
+
+def parser(prog='rollback'):
+    p = cli.parser(prog, 'Point current back at an earlier good release.')
+    p.add_argument('tag', nargs='?', type=cli.value,
+                   help='the release to go back to (default: the previous '
+                        'good release)')
+    p.add_argument('--list', action='store_true',
+                   help='list the releases: tag, built at, state, current')
+    p.add_argument('--json', action='store_true',
+                   help='with --list: print JSON for scripts')
+    p.add_argument('--dry-run', '-n', action='store_true',
+                   help='say what would be done, change nothing')
+    p.add_argument('--with-data', action='store_true',
+                   help='also restore the data snapshot paired with the '
+                        'release')
+    p.add_argument('--discard-writes', action='store_true',
+                   help='allow discarding transactions committed after the '
+                        'snapshot (--with-data) or since bin/evolve-copy '
+                        'switched the data (they are kept aside)')
+    return p
+
+
+def check_arguments(p, args):
+    if args.list:
+        for flag in ('tag', 'dry_run', 'with_data', 'discard_writes'):
+            if getattr(args, flag):
+                p.error('--list only lists; drop %s' % (
+                    'TAG' if flag == 'tag' else
+                    '--' + flag.replace('_', '-')))
+    elif args.json:
+        p.error('--json goes with --list')
+
+
+def list_releases(gens, as_json=False):
+    rows = gens.history(strict=False)
+    for row in rows:
+        row['tag'] = row.pop('name')
+        row['current'] = bool(row['current'])
+    if as_json:
+        cli.print_json(rows)
+        return 0
+    table = [dict(r, current='*' if r['current'] else '',
+                  tag=r['tag'] or '(line %s)' % r.get('line'),
+                  built=(r['built'] or '')[:19].replace('T', ' '))
+             for r in rows]
+    cli.print_table(table, [('current', 'current'), ('tag', 'tag'),
+                            ('built', 'built at (UTC)'), ('state', 'state')])
+    return 0
+
+
+class DataStep:
+    """The data side of a rollback: what it does, and how it is undone."""
+
+    def __init__(self, kind, target, options, discard_writes):
+        self.kind = kind          # 'restore' (a snapshot), 'switch-back'
+        self.target = target      # snapshot name, or data generation
+        self.options = options
+        self.discard_writes = discard_writes
+        self.result = None
+
+    def describe(self):
+        if self.kind == 'restore':
+            return 'data restored from snapshot %s' % self.target
+        return 'data switched back to generation %s' % self.target
+
+    def run(self):
+        if self.kind == 'restore':
+            from ..data import snapshot
+            self.result = snapshot.restore(
+                self.options, self.target,
+                discard_writes=self.discard_writes)
+        else:
+            from ..evolve import switchback
+            self.result = switchback.switch_data_back_with(
+                self.options, self.target, self.discard_writes)
+        return self.result
+
+    def undo(self):
+        """Put the data back where it was before :meth:`run`; returns the
+        words saying where it is."""
+        if self.kind == 'restore':
+            from ..data import snapshot
+            return snapshot.undo_restore(self.options, self.result)
+        from ..evolve import switchback
+        return switchback.undo_switch_back(self.options, self.result)
+
+
+def plan_data(gens, target, with_data, discard_writes, snapshot,
+              evolve_copy):
+    """The data step rolling back to ``target`` needs, or None."""
+    releases = gens.directory
+    generation, paired, later_evolved = pairing.lookup(releases, target,
+                                                       gens.order())
+    if with_data:
+        if paired is None or not snapshot:
+            raise Refused(
+                'no snapshot holds the data of release %s (none was taken '
+                'when the release after it was flipped in); roll back the '
+                'code alone, without --with-data' % target)
+        return DataStep('restore', paired.snapshot, snapshot, discard_writes)
+    if evolve_copy and generation and later_evolved:
+        data = evolve_copy.get('data')
+        link = os.path.join(data, 'current') if data else None
+        current = os.path.basename(os.readlink(link)) if link and \
+            os.path.islink(link) else None
+        if generation != current:
+            return DataStep('switch-back', generation, evolve_copy,
+                            discard_writes)
+    return None
+
+
+def rollback(releases_directory, current, buildout_directory=None,
+             tag=None, dry_run=False, with_data=False,
+             discard_writes=False, snapshot=None, evolve_copy=None):
+    gens = configuration.releases(releases_directory, current)
+    with gens.lock('a release build or rollback'):
+        previous, target = lifecycle.roll_back(
+            gens, tag, dry_run=True, buildout_directory=buildout_directory)
+        step = plan_data(gens, target, with_data, discard_writes, snapshot,
+                         evolve_copy)
+        if dry_run:
+            print('would roll back: current %s -> %s%s' % (
+                previous, target, '; %s' % step.describe().replace(
+                    'data ', 'data would be ', 1) if step else ''))
+            return 0
+        if step is not None:
+            step.run()
+            print(step.describe())
+        try:
+            lifecycle.roll_back(gens, target,
+                                buildout_directory=buildout_directory)
+        except BaseException as e:
+            if step is None:
+                raise
+            where = step.undo()
+            code = getattr(e, 'safedeploy_where', None) or \
+                'current still points to %s' % (gens.current_name() or
+                                                'nothing')
+            if isinstance(e, Exception):
+                raise Refused('%s; %s; %s' % (e, code, where))
+            e.safedeploy_where = '%s; %s' % (code, where)
+            raise
+        if step is not None:
+            pairing.record(releases_directory, target, 'rollback',
+                           generation=(step.result or {}).get('generation')
+                           or (step.target if step.kind == 'switch-back'
+                               else None))
+        print('rolled back: current %s -> %s' % (previous, target))
+        _, paired, _ = pairing.lookup(releases_directory, target)
+        if paired is not None and step is None and snapshot:
+            print('data was not touched; snapshot %s holds the data as it '
+                  'was when %s was current (bin/rollback %s --with-data '
+                  'restores it)' % (paired.snapshot, target, target))
+    return 0
+
+
+def main(argv=None, releases_directory=None, current=None,
+         buildout_directory=None, snapshot=None, evolve_copy=None):
+    p = parser()
+    args = p.parse_args(argv)
+    check_arguments(p, args)
+    cli.setup_logging(args.verbose, args.quiet)
+    cli.handle_signals()
+    here = os.getcwd()
+    releases_directory = releases_directory or os.path.join(here, 'releases')
+    current = current or os.path.join(here, 'current')
+    gens = configuration.releases(releases_directory, current)
+
+    def where():
+        try:
+            return 'current points to %s' % (gens.current_name() or
+                                              'nothing')
+        except Exception:
+            return ''
+    if args.list:
+        return cli.run('rollback', list_releases, gens, args.json)
+    return cli.run('rollback', rollback, releases_directory, current,
+                   buildout_directory, args.tag, args.dry_run,
+                   args.with_data, args.discard_writes, snapshot,
+                   evolve_copy, on_interrupt=where)

@@ -1,0 +1,45 @@
+"""``zeo-server``: start, stop or ask about the data root's ZEO server (the
+one bin/evolve-copy freezes and restarts)."""
+import os
+import sys
+
+from ..core import cli
+from ..core.errors import ConfigurationError
+from .control import BLOBS
+from .control import FS
+from .server import ZEOServer
+
+
+def main(argv=None):
+    """``zeo-server``: start / stop / status of the data root's server."""
+    parser = cli.parser(
+        'zeo-server', 'Run the ZEO server of a data root on its current '
+        'generation (the server bin/evolve-copy restarts).')
+    parser.add_argument('command', choices=['start', 'stop', 'status'])
+    parser.add_argument('--address', required=True)
+    parser.add_argument('--state', required=True,
+                        help='directory for zeo.conf, zeo.pid, zeo.log')
+    parser.add_argument('--data', help='the data root (start)')
+    parser.add_argument('--read-only', action='store_true')
+    args = parser.parse_args(argv)
+
+    def do():
+        server = ZEOServer(args.address, args.state)
+        if args.command == 'stop':
+            server.stop()
+        elif args.command == 'status':
+            conf = server.configuration()
+            print('%s: %s' % (server.describe(), 'running pid %s (%s, %s)' % (
+                server.pid(), conf[0], 'read-only' if server.read_only()
+                else 'writable') if server.pid() else 'stopped'))
+        else:
+            if not args.data:
+                raise ConfigurationError('start needs --data DATA-ROOT')
+            current = os.path.realpath(os.path.join(args.data, 'current'))
+            server.start(os.path.join(current, FS),
+                         os.path.join(current, BLOBS), args.read_only)
+    return cli.run('zeo-server', do)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
