@@ -35,20 +35,34 @@ QUIET = 'quiet'        # throw it away (a health check polled many times)
 STDOUT = 'stdout'      # keep stdout (the command's answer), show stderr
 
 
-def split(command, where):
+def split(command, where, protect=()):
     """A configured command line as an argument list; ``where`` names the
-    option for the error (``safedeploy:after-flip``)."""
+    option for the error (``safedeploy:after-flip``).
+
+    ``protect``: paths that stay one word wherever they appear, spaces and
+    all -- the buildout directory, so that the documented
+    ``${buildout:directory}/bin/supervisorctl restart app`` works in a
+    directory whose name has a space."""
     if isinstance(command, (list, tuple)):
         return list(command)
     command = (command or '').strip()
     if not command:
         return []
+    holders = {}
+    for n, path in enumerate(p for p in protect if p and ' ' in p):
+        holder = '\0%d\0' % n
+        holders[holder] = path
+        command = command.replace(path, holder)
     try:
         args = shlex.split(command)
     except ValueError as e:
+        for holder, path in holders.items():
+            command = command.replace(holder, path)
         raise ConfigurationError(
             'invalid command in %s: %s (%s); balance the quotes' % (
                 where, command, e))
+    for holder, path in holders.items():
+        args = [a.replace(holder, path) for a in args]
     return args
 
 

@@ -121,11 +121,55 @@ def _read_marker(directory):
     return marker
 
 
+def forbidden(directory):
+    """The directories nothing of ours may be: ``/`` and the user's home."""
+    home = os.path.expanduser('~')
+    real = os.path.realpath(directory)
+    return real == '/' or (home not in ('', '/') and
+                           real == os.path.realpath(home))
+
+
+def check_apart(managed, others=(), containers=()):
+    """Refuse directories that overlap: each of ``managed`` ({what: path},
+    the directories a store or pool lives in) must be apart from every
+    other one and from each of ``others`` ({what: path}: data roots,
+    shared directories) -- neither the same nor one inside the other --,
+    may be inside but not be nor contain one of ``containers`` (the
+    buildout directory), and is never ``/`` or the user's home."""
+    managed = [(k, os.path.realpath(v)) for k, v in managed.items() if v]
+    others = [(k, os.path.realpath(v)) for k, v in dict(others).items() if v]
+    for what, path in managed:
+        for other, where in dict(containers).items():
+            where = os.path.realpath(where)
+            if fsutil.is_within(where, path):
+                raise ConfigurationError(
+                    '%s (%s) is %s (%s) or holds it; give %s a directory of '
+                    'its own, e.g. inside it' % (what, path, other, where,
+                                                 what))
+    for what, path in managed:
+        if forbidden(path):
+            raise ConfigurationError(
+                '%s is %s; give it a directory of its own, e.g. '
+                '${buildout:directory}/%s' % (what, path, what.split(':')[-1]
+                                              .replace('-directory', '')))
+    for i, (what, path) in enumerate(managed):
+        for other, where in managed[i + 1:] + others:
+            if path == where or fsutil.is_within(path, where) or \
+                    fsutil.is_within(where, path):
+                raise ConfigurationError(
+                    '%s (%s) and %s (%s) overlap; give %s a directory of its '
+                    'own' % (what, path, other, where, what))
+
+
 def owned(directory, kind, legacy=None):
     """True when ``directory`` carries our marker for ``kind``; False when
     it does not exist or is empty.  A directory with anything else in it
     is refused (:class:`Refused`), unless ``legacy()`` says an earlier
-    version of collective.safedeploy made it."""
+    version of collective.safedeploy made it; ``/`` and the user's home
+    are always refused."""
+    if forbidden(directory):
+        raise Refused('%s is not a directory collective.safedeploy may use '
+                      'for %ss; configure one of its own' % (directory, kind))
     if not os.path.lexists(directory):
         return False
     if not os.path.isdir(directory) or os.path.islink(directory):

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 
 import zc.buildout
@@ -33,6 +32,7 @@ from . import distributions
 from . import lifecycle
 from . import pairing
 from . import settings as configuration
+from ..core import cli
 from ..core import commands
 from ..core import lock as locking
 from ..core.errors import ConfigurationError
@@ -72,11 +72,21 @@ class Run:
         self.recorder = None
         self.configured_parts = []
         self.original = {}
+        self.reported = False
+        self.read_early = []
 
-    # -- load ------------------------------------------------------------
+    # -- load: check everything, then stage ------------------------------
 
-    def stage(self):
+    def check(self):
+        """Everything that can be refused is refused here, before anything
+        is written: the command, the configuration, the directories, the
+        tag, the state of the releases."""
         s = self.settings
+        _, command, args = buildout_command()
+        if command == 'install' and args:
+            raise ConfigurationError(
+                'bin/buildout install %s would build a release of only some '
+                'parts; run bin/buildout without part names' % ' '.join(args))
         unknown = [p for p in s.exclude_parts
                    if not configuration.has_section(self.buildout, p)]
         if unknown:
@@ -91,19 +101,21 @@ class Run:
                 'section; give the name of your snapshot part'
                 % s.snapshot_before_flip)
         lifecycle.check_writable(s)
+        s.check_apart(data_roots(self.buildout))
         s.resolve_tag()
         gens = s.releases()
-        gens.current_name()  # refuses a hostile current before any change
-        gens.claim()         # refuses a directory that is not ours
-        if _restarted_by_parent(gens.lock_path):
-            self.lock = None  # our parent holds it and waits for us
-        else:
-            self.lock = locking.acquire(gens.lock_path)
-        self.path = lifecycle.stage(s)
+        gens.current_name()  # refuses a hostile current
+        gens.owned()         # refuses a directory that is not ours
+        lifecycle.check_stage(s)
+        if s.index != 'off':
+            check_free(os.path.join(s.indexes_directory, '.lock'),
+                       'a package index build or gc')
 
     def redirect(self):
+        """Point bin, parts, develop-eggs and the installed-parts record
+        into the release (buildout options only: nothing is written)."""
         b = self.buildout['buildout']
-        path = self.path
+        self.path = path = self.settings.releases().path(self.settings.tag)
         for key in ('bin-directory', 'parts-directory',
                     'develop-eggs-directory', 'installed', 'develop', 'parts'):
             self.original[key] = b.get(key, '')
@@ -114,10 +126,6 @@ class Run:
         b['parts-directory'] = os.path.join(path, 'parts')
         b['develop-eggs-directory'] = os.path.join(path, 'develop-eggs')
         b['installed'] = os.path.join(path, '.installed.cfg')
-        develop = self.original['develop'].split()
-        if develop:
-            b['develop'] = '\n'.join(lifecycle.freeze_sources(
-                develop, path, self.settings.buildout_directory))
         parts = self.original['parts'].split()
         excluded = self.settings.exclude_parts
         for part in excluded:
@@ -126,6 +134,38 @@ class Run:
             self.buildout._raw[part]['recipe'] = NAME + ':excluded'
         self.configured_parts = [p for p in parts if p not in excluded]
         b['parts'] = ' '.join(self.configured_parts)
+
+    def check_recipes(self):
+        """Our recipes check their options when their part is read: read
+        them now, before the release is staged.  (buildout installs parts
+        in the order it read them: :func:`in_configured_order` puts these
+        back in their place.)"""
+        for part in self.configured_parts:
+            raw = self.buildout._raw.get(part, {})
+            if raw.get('recipe', '').startswith(NAME + ':'):
+                self.buildout[part]
+        self.read_early = list(self.buildout._parts)
+
+    def stage(self):
+        """The first writes: take the lock, create releases/<tag>."""
+        s = self.settings
+        gens = s.releases()
+        gens.claim()
+        if _restarted_by_parent(gens.lock_path):
+            self.lock = None  # our parent holds it and waits for us
+        else:
+            self.lock = locking.acquire(gens.lock_path)
+        lifecycle.stage(s)
+
+    def freeze_develop(self):
+        """Just before buildout builds the develop eggs -- after every
+        extension (mr.developer adds its checkouts) ran -- copy each
+        develop source into the release."""
+        b = self.buildout['buildout']
+        develop = b.get('develop', '').split()
+        if develop:
+            b['develop'] = '\n'.join(lifecycle.freeze_sources(
+                develop, self.path, self.settings.buildout_directory))
 
     # -- unload ----------------------------------------------------------
 
@@ -161,24 +201,30 @@ class Run:
         lifecycle.finish(s)
         logger.info('current -> %s', s.tag)
 
-    def abandon(self):
-        """At exit, if the release was not published: mark it failed."""
-        if self.done or self.path is None:
+    def abandon(self, what=None, where=None):
+        """At exit, if the release was not published: mark it failed and
+        say, in one line, where ``current`` points (after an interrupt:
+        what interrupted it, too)."""
+        if self.done or self.path is None or self.reported:
             return
+        self.reported = True
         s = self.settings
         gens = s.releases()
         try:
-            if not gens.is_complete(s.tag):
+            if gens.entry(s.tag) == 'staging':
                 gens.mark_failed(s.tag, self.failure or 'the run failed')
         except Exception as e:  # e.g. the disk is full: the next run will
             logger.error('could not mark release %s failed: %s', s.tag, e)
-        try:
-            current = gens.current_name()
-        except Exception:
-            current = None
+        if where is None:
+            try:
+                current = gens.current_name()
+            except Exception:
+                current = None
+            where = 'current still points to %s' % (
+                current or 'nothing (no release was published yet)')
         sys.stdout.flush()
-        sys.stderr.write('current still points to %s\n' % (
-            current or 'nothing (no release was published yet)'))
+        sys.stderr.write('%s%s\n' % ('bin/buildout: %s; ' % what if what
+                                     else '', where))
         sys.stderr.flush()
 
 
@@ -243,25 +289,82 @@ def _wrap_doing(run=None):
 
 
 def _capture_failures(run):
-    """Record why the run failed, for the release's failure marker.
+    """Record why the run failed, for the release's failure marker, and
+    end an interrupted run with one line.
 
     buildout's ``main`` reports a failure through ``_doing`` (what it was
-    doing) and then exits; an uncaught exception (Ctrl-C) goes through
-    ``sys.excepthook``.  Both are wrapped, neither is changed.
+    doing) and then exits; an uncaught exception (Ctrl-C, SIGTERM, SIGHUP)
+    goes through ``sys.excepthook``: there we say what happened and where
+    ``current`` points, and exit with 130 / 143 / 129 -- no traceback.
     """
     _wrap_doing(run)
-    previous_hook = sys.excepthook
 
     def excepthook(kind, value, tb):
+        if issubclass(kind, (KeyboardInterrupt, cli.Interrupted)):
+            what = str(value) if isinstance(value, cli.Interrupted) \
+                else 'interrupted'
+            if run.failure is None:
+                run.failure = what
+            where = getattr(value, 'safedeploy_where', None)
+            run.abandon(what=what, where=where)
+            os._exit(getattr(value, 'exit_code', 130))
         if run.failure is None:
-            run.failure = 'interrupted' if issubclass(
-                kind, KeyboardInterrupt) else '%s: %s' % (kind.__name__, value)
-        previous_hook(kind, value, tb)
+            run.failure = '%s: %s' % (kind.__name__, value)
+        sys.__excepthook__(kind, value, tb)
     sys.excepthook = excepthook
 
 
-def _on_signal(signum, frame):
-    raise KeyboardInterrupt('signal %d' % signum)
+def in_configured_order(parts, early, configured):
+    """``parts`` (buildout's install order: the order parts were read) with
+    the ``early`` ones -- read by :meth:`Run.check_recipes` -- back where
+    reading them in the configured order would have put them.  Each list
+    keeps its own order (a part's dependencies come before it)."""
+    early = [p for p in early if p in parts]
+    late = [p for p in parts if p not in early]
+    result = []
+    for part in configured:
+        for group in (early, late):
+            if part in group and part not in result:
+                result.extend(p for p in group[:group.index(part) + 1]
+                              if p not in result)
+    result.extend(p for p in parts if p not in result)
+    return result
+
+
+def buildout_command(argv=None):
+    """(options, command, command arguments) of this bin/buildout run."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    options = []
+    while args:
+        a = args.pop(0)
+        if a.startswith('-'):
+            options.append(a)
+            if a in ('-c', '-t') and args:
+                options.append(args.pop(0))
+        elif '=' in a:
+            options.append(a)
+        else:
+            return options, a, args
+    return options, 'install', []
+
+
+def check_free(lock_path, what):
+    """Refuse now when another process holds ``lock_path``."""
+    if os.path.exists(lock_path):
+        locking.acquire(lock_path, what).close()
+
+
+def data_roots(buildout):
+    """{'[part] data': path} of the data roots our data parts name (read
+    from the raw configuration: nothing is substituted early)."""
+    found = {}
+    for part in buildout['buildout'].get('parts', '').split():
+        raw = buildout._raw.get(part, {})
+        if raw.get('recipe') in DATA_RECIPES and raw.get('data') and \
+                '${' not in raw['data']:
+            found['[%s] data' % part] = os.path.join(
+                buildout['buildout']['directory'], raw['data'])
+    return found
 
 
 # -- the extension entry points ------------------------------------------
@@ -276,6 +379,13 @@ def load(buildout):
     try:
         settings = configuration.from_buildout(buildout)
         run = Run(buildout, settings)
+        run.check()
+        if lifecycle.nothing_to_do(settings):
+            logger.info('release %s is current and complete; nothing to do',
+                        settings.tag)
+            sys.exit(0)
+        run.redirect()
+        run.check_recipes()
         buildout._safedeploy_run = run
         run.stage()
     except SafeDeployError as e:
@@ -283,16 +393,26 @@ def load(buildout):
     except OSError as e:
         raise SafeDeployUserError('staging release failed: %s' % describe(e))
     _capture_failures(run)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGHUP, _on_signal)
+    cli.handle_signals()
     atexit.register(run.abandon)
-    try:
-        run.redirect()
-    except SafeDeployError as e:
-        raise SafeDeployUserError(str(e))
-    except (OSError, shutil.Error) as e:
-        raise SafeDeployUserError('staging release %s failed: %s' % (
-            settings.tag, describe(e)))
+    develop = buildout._develop
+
+    def _develop():
+        try:
+            run.freeze_develop()
+        except (OSError, shutil.Error) as e:
+            raise SafeDeployUserError('staging release %s failed: %s' % (
+                settings.tag, describe(e)))
+        return develop()
+    buildout._develop = _develop
+    signatures = buildout._compute_part_signatures
+
+    def _compute_part_signatures(install_parts):
+        # install_parts is buildout's own list: reordered in place
+        install_parts[:] = in_configured_order(
+            install_parts, run.read_early, run.configured_parts)
+        return signatures(install_parts)
+    buildout._compute_part_signatures = _compute_part_signatures
     run.recorder = distributions.Recorder(buildout)
     run.recorder.start()
 
@@ -319,27 +439,10 @@ def unload(buildout):
 
 # -- exclude-parts: installed once, outside the releases ----------------
 
-def _buildout_arguments():
-    """The options of this bin/buildout run, without its command."""
-    args = sys.argv[1:]
-    kept = []
-    while args:
-        a = args.pop(0)
-        if a.startswith('-'):
-            kept.append(a)
-            if a in ('-c', '-t') and args:
-                kept.append(args.pop(0))
-        elif '=' in a:
-            kept.append(a)
-        else:
-            break  # a command: the rest are its arguments
-    return kept
-
-
 def install_shared_parts(settings):
     parts = settings.exclude_parts
     logger.info('Installing %s outside the releases.', ', '.join(parts))
-    args = [sys.executable, sys.argv[0]] + _buildout_arguments() + [
+    args = [sys.executable, sys.argv[0]] + buildout_command()[0] + [
         'buildout:parts=%s' % ' '.join(parts)]
     env = dict(os.environ, **{PHASE: 'shared-parts'})
     p = commands.run(args, cwd=settings.buildout_directory, env=env,

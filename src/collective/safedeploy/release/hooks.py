@@ -35,9 +35,10 @@ def after_flip(command, cwd, tag=None, release=None, previous=None):
     args = commands.split(command, 'safedeploy:after-flip')
     if not args:
         return None
-    logger.info('after-flip: %s', command)
+    logger.info('after-flip: %s', commands.describe(args))
     try:
-        commands.run(args, what='after-flip command %r' % command, cwd=cwd,
+        commands.run(args, what='after-flip command %r' %
+                     commands.describe(args), cwd=cwd,
                      env=_env(tag, release, previous),
                      output=commands.SHOW)
     except CommandFailed as e:
@@ -71,12 +72,14 @@ def health_check(check, timeout, cwd, tag=None, release=None, previous=None):
     """Poll until healthy; return None or the last reason it was not."""
     if not check:
         return None
-    is_url = check.startswith(('http://', 'https://'))
+    is_url = isinstance(check, str) and check.startswith(
+        ('http://', 'https://'))
     args = None if is_url else commands.split(check,
                                               'safedeploy:health-check')
     env = _env(tag, release, previous)
     deadline = time.monotonic() + float(timeout)
-    logger.info('health check: %s (up to %ss)', check, timeout)
+    shown = check if is_url else commands.describe(args)
+    logger.info('health check: %s (up to %ss)', shown, timeout)
     while True:
         remaining = deadline - time.monotonic()
         if is_url:
@@ -87,5 +90,5 @@ def health_check(check, timeout, cwd, tag=None, release=None, previous=None):
             return None
         if time.monotonic() + POLL_INTERVAL > deadline:
             return 'health check %s failed within %ss: %s' % (
-                check, timeout, reason)
+                shown, timeout, reason)
         time.sleep(POLL_INTERVAL)

@@ -36,15 +36,33 @@ from ..core.journal import now
 logger = logging.getLogger('collective.safedeploy')
 
 
-def git_tag(directory):
-    """The tag the buildout directory's checkout is exactly at."""
-    p = commands.run(['git', 'describe', '--tags', '--exact-match'],
-                     cwd=directory, check=False)
-    if p.returncode:
+def git_tag(directory, allow_dirty=False):
+    """The one tag the buildout directory's checkout is at."""
+    p = commands.run(['git', 'tag', '--points-at', 'HEAD'], cwd=directory,
+                     check=False)
+    tags = p.stdout.split() if p.returncode == 0 else []
+    if not tags:
         raise ConfigurationError(
             'no tag to release: %s is not at a git tag; tag it (git tag 1.0)'
             ' or give one: bin/buildout safedeploy:tag=1.0' % directory)
-    return p.stdout.strip().splitlines()[-1]
+    if len(tags) > 1:
+        raise ConfigurationError(
+            'the checkout in %s is at %d tags (%s); give the one to release: '
+            'bin/buildout safedeploy:tag=%s' % (
+                directory, len(tags), ', '.join(sorted(tags)),
+                sorted(tags)[-1]))
+    if not allow_dirty:
+        p = commands.run(['git', 'status', '--porcelain',
+                          '--untracked-files=no'], cwd=directory)
+        changed = [line[3:] for line in p.stdout.splitlines() if line.strip()]
+        if changed:
+            raise ConfigurationError(
+                'the checkout in %s has uncommitted changes to %s: release '
+                '%s would not be what the tag says; commit or stash them (or '
+                'set safedeploy:allow-dirty = true)' % (
+                    directory, ', '.join(changed[:3]) +
+                    (' ...' if len(changed) > 3 else ''), tags[0]))
+    return tags[0]
 
 
 def check_writable(settings):
@@ -68,6 +86,38 @@ def check_writable(settings):
 
 # -- stage -----------------------------------------------------------------
 
+def check_stage(settings):
+    """Refuse a tag that cannot be built (read-only: called before the
+    lock is taken, and again under it)."""
+    gens = settings.releases()
+    tag = settings.tag
+    entry = gens.entry(tag)
+    current = gens.current_name()
+    if entry == 'damaged':
+        raise Refused('release %s in %s is damaged; remove it by hand or '
+                      'tag a new release' % (tag, gens.directory))
+    if entry != 'complete':
+        return
+    if tag == current:
+        if settings.rebuild:
+            raise Refused(
+                'release %s is current and is never rebuilt in place; roll '
+                'back to another release first, then rebuild it' % tag)
+        return           # nothing_to_do
+    if not settings.rebuild:
+        raise Refused(
+            'release %s already exists and releases are immutable; tag a '
+            'new release, or rebuild it with safedeploy:rebuild=true' % tag)
+
+
+def nothing_to_do(settings):
+    """The tag is the current release, complete: a re-run (cron, -N,
+    Ansible) has nothing to build."""
+    gens = settings.releases()
+    return (not settings.rebuild and gens.entry(settings.tag) == 'complete'
+            and gens.current_name() == settings.tag)
+
+
 def stage(settings):
     """Create releases/<tag> for a new build (the caller holds the lock).
 
@@ -78,16 +128,8 @@ def stage(settings):
     tag = settings.tag
     current = gens.current_name()
     gens.recover()
-    if gens.is_complete(tag):
-        if not settings.rebuild:
-            raise Refused(
-                'release %s already exists and releases are immutable; tag a '
-                'new release, or rebuild it with safedeploy:rebuild=true'
-                % tag)
-        if tag == current:
-            raise Refused(
-                'release %s is current and is never rebuilt in place; roll '
-                'back to another release first, then rebuild it' % tag)
+    check_stage(settings)
+    if gens.entry(tag) == 'complete':
         gens.discard(tag, 'rebuild')
     path = gens.stage(tag, previous=current)
     for entry in settings.shared:
@@ -312,7 +354,8 @@ def roll_back(gens, target=None, dry_run=False, buildout_directory=None):
     The caller holds the lock.  Returns (from, to).
     """
     current = gens.current_name()
-    gens.recover()
+    if not dry_run:
+        gens.recover()
     if target is None:
         target = gens.previous_good(current)
         if target is None:

@@ -23,6 +23,7 @@ from . import lifecycle
 from . import pairing
 from . import settings as configuration
 from ..core import cli
+from ..core.errors import NotFound
 from ..core.errors import Refused
 
 logger = logging.getLogger('collective.safedeploy')
@@ -142,16 +143,26 @@ def rollback(releases_directory, current, buildout_directory=None,
              tag=None, dry_run=False, with_data=False,
              discard_writes=False, snapshot=None, evolve_copy=None):
     gens = configuration.releases(releases_directory, current)
+    if dry_run:       # writes nothing, not even the lock file
+        if not gens.owned():
+            raise NotFound('no releases in %s' % releases_directory)
+        previous, target = lifecycle.roll_back(
+            gens, tag, dry_run=True, buildout_directory=buildout_directory)
+        step = plan_data(gens, target, with_data, discard_writes, snapshot,
+                         evolve_copy)
+        print('would roll back: current %s -> %s%s' % (
+            previous, target, '; %s' % step.describe().replace(
+                'data ', 'data would be ', 1) if step else ''))
+        return 0
+    if not gens.owned():
+        raise NotFound('no releases in %s; bin/rollback works in the '
+                       'buildout directory of a site released with '
+                       'collective.safedeploy' % releases_directory)
     with gens.lock('a release build or rollback'):
         previous, target = lifecycle.roll_back(
             gens, tag, dry_run=True, buildout_directory=buildout_directory)
         step = plan_data(gens, target, with_data, discard_writes, snapshot,
                          evolve_copy)
-        if dry_run:
-            print('would roll back: current %s -> %s%s' % (
-                previous, target, '; %s' % step.describe().replace(
-                    'data ', 'data would be ', 1) if step else ''))
-            return 0
         if step is not None:
             step.run()
             print(step.describe())

@@ -12,6 +12,7 @@ from ..core import options
 from ..core.errors import ConfigurationError
 from ..core.store import RELEASE
 from ..core.store import Store
+from ..core.store import check_apart
 from ..core.store import validate_name
 
 SECTION = 'safedeploy'
@@ -24,14 +25,11 @@ def _health_check(raw, where):
     value = (raw or '').strip()
     if value.startswith(('http://', 'https://')):
         return options.url(value, where)
-    commands.split(value, where)     # a command: its quotes must balance
-    return value
+    return value          # a command: split with the buildout directory
 
 
 def _after_flip(raw, where):
-    value = (raw or '').strip()
-    commands.split(value, where)
-    return value
+    return (raw or '').strip()
 
 
 SCHEMA = options.Schema([
@@ -56,6 +54,8 @@ SCHEMA = options.Schema([
     options.Option('pool-directory', '${buildout:directory}/pool',
                    options.required()),
     options.Option('index-fetch', 'false', options.boolean),
+    options.Option('allow-dirty', 'false', options.boolean,
+                   'build from a checkout with uncommitted changes'),
 ])
 
 
@@ -81,11 +81,19 @@ class Settings:
         self.keep = o['keep']
         self.health_timeout = o['health-timeout']
         self.rebuild = o['rebuild']
-        self.after_flip = o['after-flip']
+        # command lines: split now (a bad quote is refused before anything
+        # changes), the buildout directory one word even with spaces
+        self.after_flip = commands.split(o['after-flip'],
+                                         where('after-flip'), protect=(d,))
         self.health_check = o['health-check']
+        if self.health_check and not self.health_check.startswith(
+                ('http://', 'https://')):
+            self.health_check = commands.split(
+                self.health_check, where('health-check'), protect=(d,))
         self.snapshot_before_flip = o['snapshot-before-flip']
         self.index = o['index']
         self.index_fetch = o['index-fetch']
+        self.allow_dirty = o['allow-dirty']
         self.exclude_parts = o['exclude-parts']
         self.shared = [self._shared(entry) for entry in o['shared']]
         self.tag = validate_name(o['tag']) if o['tag'] else None
@@ -118,10 +126,23 @@ class Settings:
                 'it beside it, e.g. ${buildout:directory}/current'
                 % self.current)
 
+    def check_apart(self, data_roots=()):
+        """The directories we manage are apart from each other, from the
+        data, the shared directories and the buildout directory."""
+        d = self.buildout_directory
+        others = dict(data_roots)
+        others.update(('safedeploy:shared %s' % entry, os.path.join(d, entry))
+                      for entry in self.shared)
+        check_apart({'safedeploy:releases-directory': self.releases_directory,
+                     'safedeploy:indexes-directory': self.indexes_directory,
+                     'safedeploy:pool-directory': self.pool_directory},
+                    others, {'the buildout directory': d})
+
     def resolve_tag(self):
         if self.tag is None:
             from .lifecycle import git_tag
-            self.tag = validate_name(git_tag(self.buildout_directory))
+            self.tag = validate_name(git_tag(self.buildout_directory,
+                                             self.allow_dirty))
         return self.tag
 
     def hooks(self):

@@ -91,10 +91,14 @@ class TestPublish(ReleaseTestCase):
     def test_install_part_does_not_publish_a_partial_release(self):
         self.configure()
         self.release('1.0')
+        before = self.state()
         result = self.release('1.1', 'install', 'hello')
         self.assertNotEqual(result.returncode, 0, result)
-        self.assertIn('incomplete', result.output)
-        self.assertEqual(result.last_line, 'current still points to 1.0')
+        # refused up front, before anything was built or written
+        self.assertEqual(result.last_line, 'Error: bin/buildout install hello'
+                         ' would build a release of only some parts; run '
+                         'bin/buildout without part names')
+        self.assertEqual(before, self.state())
         self.assertEqual(support.current_tag(self.sample.directory), '1.0')
         self.assertFalse(self.exists('releases', '1.1',
                                      'safedeploy-manifest.json'))
@@ -163,9 +167,11 @@ class TestFailure(ReleaseTestCase):
         time.sleep(0.5)
         p.send_signal(2)  # Ctrl-C
         out, _ = p.communicate(timeout=60)
-        self.assertNotEqual(p.returncode, 0, out)
+        self.assertEqual(p.returncode, 130, out)
         self.assertEqual(out.strip().splitlines()[-1],
-                         'current still points to 1.0')
+                         'bin/buildout: interrupted by SIGINT; current still '
+                         'points to 1.0')
+        self.assertNotIn('Traceback', out)
         self.assertEqual(support.current_tag(self.sample.directory), '1.0')
         self.assertIn('interrupted', self.sample.read(
             'releases', '1.1', 'safedeploy-failed.txt'))
@@ -177,9 +183,11 @@ class TestFailure(ReleaseTestCase):
         p = self.start_release('1.1')
         p.terminate()
         out, _ = p.communicate(timeout=60)
-        self.assertNotEqual(p.returncode, 0, out)
+        self.assertEqual(p.returncode, 143, out)
         self.assertEqual(out.strip().splitlines()[-1],
-                         'current still points to 1.0')
+                         'bin/buildout: interrupted by SIGTERM; current still '
+                         'points to 1.0')
+        self.assertNotIn('Traceback', out)
 
     def test_sigkill_is_marked_failed_by_the_next_run(self):
         self.configure()
@@ -237,12 +245,25 @@ class TestImmutable(ReleaseTestCase):
     def test_a_complete_release_is_not_rebuilt(self):
         self.configure()
         self.release('1.0')
+        self.release('1.1')
         before = self.state()
         result = self.release('1.0')
         self.assertEqual(result.returncode, 1, result)
         self.assertIn('already exists and releases are immutable',
                       result.output)
         self.assertEqual(before, self.state())
+
+    def test_the_current_release_again_is_nothing_to_do(self):
+        # cron, Ansible, -N: the same tag again exits 0 and changes nothing
+        self.configure()
+        self.release('1.0')
+        before = self.state()
+        for args in ((), ('-N',)):
+            result = self.release('1.0', *args)
+            self.assertEqual(result.returncode, 0, result)
+            self.assertIn('release 1.0 is current and complete; nothing to '
+                          'do', result.output)
+            self.assertEqual(before, self.state())
 
     def test_rebuild_takes_an_explicit_option(self):
         self.configure(develop='src/hello')
