@@ -76,6 +76,7 @@ setup(
             'ZEO>=6',
             'zc.beforestorage',
             'manuel',
+            'hypothesis',
         ],
     },
     entry_points={

@@ -193,10 +193,7 @@ def prune_snapshots(backend):
 
 def listing(options):
     backend = backend_for(options)
-    try:
-        rows = backend.snapshots(sizes=True)
-    except TypeError:
-        rows = backend.snapshots()
+    rows = backend.snapshots(sizes=True, damaged=True)
     for row in rows:
         row.pop('storages', None)
         row.setdefault('state', 'ok')

@@ -8,7 +8,7 @@ from .pool import gc
 from .rebuild import rebuild
 from .records import IndexFailure
 from .records import read_record
-from .records import tags
+from .records import store
 from .records import verify
 
 
@@ -73,15 +73,25 @@ def _dispatch(args, indexes_dir, pool_dir, buildout):
 
 
 def do_list(indexes_dir, as_json):
+    """The indexes in the order they were built; a damaged one (its record
+    is not what we write) is listed as such, and the listing goes on."""
     result = []
-    for tag in tags(indexes_dir):
+    for row in store(indexes_dir).history(strict=False):
+        tag = row['name']
+        if row['state'] == 'damaged':
+            result.append(dict(tag=tag, created=None, distributions=[],
+                               damaged=row.get('reason') or 'its record is '
+                               'damaged', line=row.get('line')))
+            continue
+        if not row['exists'] or row['state'] != 'built':
+            continue
         record = read_record(os.path.join(indexes_dir, tag))
         result.append(dict(tag=tag, created=record.get('created'),
                            distributions=[
                                {k: d.get(k) for k in (
                                    'name', 'version', 'file', 'sha256',
                                    'develop', 'environment')}
-                               for d in record['distributions']]))
+                               for d in record.get('distributions', [])]))
     if as_json:
         cli.print_json(result)
         return 0
@@ -91,6 +101,11 @@ def do_list(indexes_dir, as_json):
     for i, item in enumerate(result):
         if i:
             print()
+        if item.get('damaged'):
+            print('%s  DAMAGED: %s' % (
+                item['tag'] or 'journal line %s' % item.get('line'),
+                item['damaged']))
+            continue
         print('%s  (%d distributions, %s)' % (
             item['tag'], len(item['distributions']), item['created']))
         rows = [dict(d, where='develop' if d['develop'] else

@@ -19,13 +19,13 @@ release's code.
 """
 import sys
 
-import zc.buildout
 import zc.buildout.easy_install
 import zc.recipe.egg
 
 from ..core import options as opts
 from ..core.errors import SafeDeployError
 from ..release import settings as configuration
+from ..release.extension import SafeDeployUserError
 
 # options of buildout and zc.recipe.egg a part may carry besides ours
 EGG_OPTIONS = (
@@ -38,6 +38,18 @@ EGG_OPTIONS = (
 
 ROOT_BIN = 'safedeploy-root-bin-directory'
 
+# The first lines of every script we generate: an interrupt before the
+# command has started (while it imports) ends it with one line, and the
+# exit code of the signal; the command installs its own handlers next.
+EARLY_SIGNALS = """\
+import os as _os, signal as _signal, sys as _sys
+def _interrupted_early(signum, frame):
+    _sys.stderr.write('%s: interrupted before it started; nothing was '
+                      'changed\\n' % _os.path.basename(_sys.argv[0]))
+    _os._exit(128 + signum)
+for _signum in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
+    _signal.signal(_signum, _interrupted_early)"""
+
 
 def root_bin_directory(buildout):
     b = buildout['buildout']
@@ -45,13 +57,13 @@ def root_bin_directory(buildout):
 
 
 def user_error(function):
-    """Run a recipe step; a SafeDeployError becomes buildout's one-line
-    UserError."""
+    """Run a recipe step; a SafeDeployError becomes buildout's UserError
+    (with the extension: one line, without buildout's "While:")."""
     def wrapper(self, *args, **kw):
         try:
             return function(self, *args, **kw)
         except SafeDeployError as e:
-            raise zc.buildout.UserError(str(e))
+            raise SafeDeployUserError(str(e))
     wrapper.__name__ = function.__name__
     wrapper.__doc__ = function.__doc__
     return wrapper
@@ -105,7 +117,8 @@ class RootScript:
             self.arguments().items()) if v not in (None, ''))
         paths = list(zc.buildout.easy_install.scripts(
             [(self.script, self.module, self.function)], ws, sys.executable,
-            bin_directory, arguments=arguments))
+            bin_directory, arguments=arguments,
+            initialization=EARLY_SIGNALS))
         # installed into the root bin directory when the release is
         # published (the extension records the names)
         scripts = getattr(self.buildout, '_safedeploy_root_scripts', None)

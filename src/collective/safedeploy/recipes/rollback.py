@@ -55,6 +55,12 @@ class Rollback(RootScript):
                 raise ConfigurationError(
                     '%s = %s is not a section; give the name of your %s '
                     'part' % (self.where(option), part, option))
+            recipe = self.buildout._raw[part].get('recipe')
+            if recipe != 'collective.safedeploy:%s' % option:
+                raise ConfigurationError(
+                    '%s = %s names a part whose recipe is %s, not '
+                    'collective.safedeploy:%s' % (self.where(option), part,
+                                                  recipe, option))
             self.parts[option] = part
 
     def part_options(self, option):
@@ -65,15 +71,9 @@ class Rollback(RootScript):
             return None
         # the recipe of that part fills in its defaults when it is read
         section = self.buildout[part]
-        recipe = section.get('recipe')
         from .evolve import EvolveCopy
         from .snapshot import Snapshot
         kind = Snapshot if option == 'snapshot' else EvolveCopy
-        if recipe != 'collective.safedeploy:%s' % option:
-            raise ConfigurationError(
-                '%s = %s names a part whose recipe is %s, not '
-                'collective.safedeploy:%s' % (self.where(option), part,
-                                              recipe, option))
         return kind(self.buildout, part, section).arguments()
 
     def eggs(self):

@@ -93,19 +93,28 @@ class Run:
             raise ConfigurationError(
                 'safedeploy:exclude-parts names %s, which is not a section; '
                 'fix the part name' % ', '.join(unknown))
-        if s.snapshot_before_flip and \
-                not configuration.has_section(self.buildout,
-                                              s.snapshot_before_flip):
-            raise ConfigurationError(
-                'safedeploy:snapshot-before-flip names %s, which is not a '
-                'section; give the name of your snapshot part'
-                % s.snapshot_before_flip)
+        if s.snapshot_before_flip:
+            part = s.snapshot_before_flip
+            if not configuration.has_section(self.buildout, part):
+                raise ConfigurationError(
+                    'safedeploy:snapshot-before-flip names %s, which is not '
+                    'a section; give the name of your snapshot part' % part)
+            recipe = self.buildout._raw[part].get('recipe')
+            if recipe != NAME + ':snapshot':
+                raise ConfigurationError(
+                    'safedeploy:snapshot-before-flip names %s, whose recipe '
+                    'is %s, not %s:snapshot; give the name of your snapshot '
+                    'part' % (part, recipe, NAME))
+            if part not in self.buildout['buildout']['parts'].split():
+                raise ConfigurationError(
+                    'safedeploy:snapshot-before-flip names %s, which is not '
+                    'in parts; add it to [buildout] parts' % part)
         lifecycle.check_writable(s)
         s.check_apart(data_roots(self.buildout))
         s.resolve_tag()
         gens = s.releases()
-        gens.current_name()  # refuses a hostile current
         gens.owned()         # refuses a directory that is not ours
+        gens.current_name()  # refuses a hostile current
         lifecycle.check_stage(s)
         if s.index != 'off':
             check_free(os.path.join(s.indexes_directory, '.lock'),
@@ -358,12 +367,13 @@ def data_roots(buildout):
     """{'[part] data': path} of the data roots our data parts name (read
     from the raw configuration: nothing is substituted early)."""
     found = {}
+    directory = buildout['buildout']['directory']
     for part in buildout['buildout'].get('parts', '').split():
         raw = buildout._raw.get(part, {})
-        if raw.get('recipe') in DATA_RECIPES and raw.get('data') and \
-                '${' not in raw['data']:
-            found['[%s] data' % part] = os.path.join(
-                buildout['buildout']['directory'], raw['data'])
+        data = raw.get('data', '').replace('${buildout:directory}',
+                                           directory).strip()
+        if raw.get('recipe') in DATA_RECIPES and data and '${' not in data:
+            found['[%s] data' % part] = os.path.join(directory, data)
     return found
 
 

@@ -23,7 +23,8 @@ RESERVED = ('bin', 'parts', 'develop-eggs', 'src', '.installed.cfg')
 
 def _health_check(raw, where):
     value = (raw or '').strip()
-    if value.startswith(('http://', 'https://')):
+    if value.startswith(('http://', 'https://')) or \
+            '://' in value.split(' ', 1)[0]:
         return options.url(value, where)
     return value          # a command: split with the buildout directory
 
@@ -116,6 +117,9 @@ class Settings:
             raise ConfigurationError(
                 'safedeploy:releases-directory must not be the buildout '
                 'directory itself; use e.g. ${buildout:directory}/releases')
+        check_apart({'safedeploy:releases-directory':
+                     self.releases_directory}, (),
+                    {'the buildout directory': d})
         # the link itself, not where it points
         link = os.path.join(os.path.realpath(os.path.dirname(self.current)),
                             os.path.basename(self.current))

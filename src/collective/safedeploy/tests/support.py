@@ -61,10 +61,11 @@ def require_site_venv():
 
 class Result:
 
-    def __init__(self, args, returncode, output):
+    def __init__(self, args, returncode, output, errors=''):
         self.args = args
         self.returncode = returncode
         self.output = output
+        self.errors = errors        # stderr, when it was kept apart
 
     @property
     def lines(self):
@@ -75,11 +76,13 @@ class Result:
         return self.lines[-1] if self.lines else ''
 
     def __repr__(self):
-        return '<Result %r rc=%s>\n%s' % (self.args, self.returncode,
-                                          self.output)
+        return '<Result %r rc=%s>\n%s%s' % (
+            self.args, self.returncode, self.output,
+            '\n[stderr]\n' + self.errors if self.errors else '')
 
 
-def run(args, cwd=None, env=None, timeout=600, input=None):
+def run(args, cwd=None, env=None, timeout=600, input=None, split=False):
+    """Run a command; ``split``: keep stderr apart (``Result.errors``)."""
     full_env = dict(os.environ)
     full_env.pop('PYTHONPATH', None)
     full_env['HOME'] = full_env.get('SAFEDEPLOY_TEST_HOME', '/nonexistent')
@@ -87,9 +90,9 @@ def run(args, cwd=None, env=None, timeout=600, input=None):
     full_env.setdefault('PIP_NO_BUILD_ISOLATION', '0')
     full_env.update(env or {})
     p = subprocess.run(args, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=timeout,
-                       input=input, text=True)
-    return Result(args, p.returncode, p.stdout)
+                       stderr=subprocess.PIPE if split else subprocess.STDOUT,
+                       timeout=timeout, input=input, text=True)
+    return Result(args, p.returncode, p.stdout, p.stderr or '')
 
 
 class SampleBuildout:

@@ -16,10 +16,11 @@ def main(argv=None):
         'zeo-server', 'Run the ZEO server of a data root on its current '
         'generation (the server bin/evolve-copy restarts).')
     parser.add_argument('command', choices=['start', 'stop', 'status'])
-    parser.add_argument('--address', required=True)
-    parser.add_argument('--state', required=True,
+    parser.add_argument('--address', required=True, type=cli.value)
+    parser.add_argument('--state', required=True, type=cli.value,
                         help='directory for zeo.conf, zeo.pid, zeo.log')
-    parser.add_argument('--data', help='the data root (start)')
+    parser.add_argument('--data', type=cli.value,
+                        help='the data root (start)')
     parser.add_argument('--read-only', action='store_true')
     args = parser.parse_args(argv)
 

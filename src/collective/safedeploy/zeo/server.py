@@ -71,11 +71,14 @@ def parse_address(address):
         return address
     host, _, port = address.rpartition(':')
     try:
-        return (host or '127.0.0.1', int(port))
+        port = int(port)
     except ValueError:
+        port = None
+    if port is None or not 0 < port < 65536:
         raise ConfigurationError(
-            'invalid ZEO address %r: use host:port, port or a socket path'
-            % address)
+            'invalid ZEO address %r: use host:port (a port from 1 to 65535), '
+            'port or a socket path' % address)
+    return (host or '127.0.0.1', port)
 
 
 def format_address(address):

@@ -4,6 +4,7 @@ import logging
 import os
 
 from .. import filestorage
+from ...core.errors import Damaged
 from ...core.errors import NotFound
 from ...core.errors import Refused
 from ...core.journal import now  # noqa: F401 (the backends' time stamps)
@@ -145,6 +146,14 @@ class StoreBackend(Backend):
     Subclasses set ``self.store`` and say how a snapshot is filled."""
 
     store = None
+
+    def info(self, name):
+        if self.store.entry(name) == 'damaged':
+            raise Damaged(
+                'snapshot %s is damaged (its manifest is not what '
+                'collective.safedeploy writes); it is left as it is: '
+                'restore another snapshot' % name)
+        return super().info(name)
 
     def cleanup(self):
         """Remove what killed runs left (snapshots never completed)."""

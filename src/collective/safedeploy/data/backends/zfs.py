@@ -155,7 +155,7 @@ class ZfsBackend(Backend):
                     storages=storages, size=r['referenced'],
                     holds=r['used'])
 
-    def snapshots(self, sizes=False):
+    def snapshots(self, sizes=False, damaged=False):
         return [self._row(r) for r in self._all()
                 if r['backend'] == self.name and r['verified']]
 
