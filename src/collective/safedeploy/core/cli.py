@@ -56,10 +56,10 @@ def ignore_signals():
         pending.append(signum)
     previous = {s: signal.signal(s, remember) for s in SIGNAL_EXIT}
 
-    def restore():
+    def restore(deliver=True):
         for s, handler in previous.items():
             signal.signal(s, handler)
-        if pending:
+        if pending and deliver:
             raise Interrupted(pending[0])
     return restore
 
@@ -116,14 +116,33 @@ def main(prog, parser, dispatch, argv=None, on_interrupt=None):
     things (e.g. "current still points to 1.0")."""
     args = parser.parse_args(argv)
     setup_logging(getattr(args, 'verbose', 0), getattr(args, 'quiet', False))
-    handle_signals()
     return run(prog, dispatch, args, on_interrupt=on_interrupt)
+
+
+def finished():
+    """The work is done (or refused): a signal now changes nothing, so it
+    is ignored rather than turning a finished command into a killed one."""
+    for signum in SIGNAL_EXIT:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def run(prog, function, *args, on_interrupt=None, **kw):
     """Call ``function``; turn a SafeDeployError, OSError or interrupt into
     one line on stderr and an exit code.  Returns the exit code."""
     try:
+        try:
+            return _run(prog, function, *args, on_interrupt=on_interrupt,
+                        **kw)
+        finally:
+            finished()
+    except (KeyboardInterrupt, Interrupted) as e:
+        # the interrupt came while the error itself was being reported
+        return getattr(e, 'exit_code', 130)
+
+
+def _run(prog, function, *args, on_interrupt=None, **kw):
+    try:
+        handle_signals()
         result = function(*args, **kw)
     except SafeDeployError as e:
         _say(prog, 'error: %s' % e)

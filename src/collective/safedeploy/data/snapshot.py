@@ -135,25 +135,6 @@ def restore(options, name, force=False, discard_writes=False):
     return backend.restore(name, force=force, discard_writes=discard_writes)
 
 
-def undo_restore(options, result):
-    """Put the data back where it was before :func:`restore` returned
-    ``result`` (the code side of a rollback failed); returns the words
-    saying where the data is now."""
-    if not result.get('replaced'):
-        return 'the data stays restored from snapshot %s (%s restores '\
-            'cannot be undone%s)' % (
-                result['name'], result.get('backend'),
-                '; what it discarded is kept in %s' % result['kept']
-                if result.get('kept') else '')
-    config = options if isinstance(options, Config) else Config(**options)
-    root = DataRoot(config.data, config.files)
-    with root.lock():
-        root.generations.flip(result['replaced'], via='undo',
-                              left=result.get('generation'))
-    return 'data current back on generation %s (generation %s kept)' % (
-        result['replaced'], result.get('generation'))
-
-
 def destroy(options, name):
     backend = backend_for(options)
     validate_name(name, 'snapshot name')
@@ -279,7 +260,6 @@ def main(argv=None, **options):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     cli.setup_logging(args.verbose, args.quiet)
-    cli.handle_signals()
     return cli.run(prog, dispatch, args, options)
 
 

@@ -79,7 +79,6 @@ def main(argv=None, **options):
     args = p.parse_args(argv)
     check_arguments(p, args)
     cli.setup_logging(args.verbose, args.quiet)
-    cli.handle_signals()
 
     def option(name):
         value = getattr(args, name.replace('-', '_'), None)

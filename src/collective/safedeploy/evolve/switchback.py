@@ -96,14 +96,9 @@ def switch_data_back_with(options, target, discard_writes=False):
         client_caches=(options.get('client_cache') or '').split())
 
 
-def undo_switch_back(options, result):
-    """The data forward again to the generation a switch back left (the
-    code side of a rollback failed); returns where the data is now."""
-    data = DataRoot(options['data'])
-    gens = data.generations
+def thaw_on(options, generation):
+    """Serve ``generation`` writable (after an undone switch back)."""
     control = _control(options)
-    with gens.lock('an evolve-copy or rollback of %s' % data.path):
-        gens.flip(result['previous'], via='undo', left=result['current'])
-        if control is not None:
-            control.thaw(data.dir(result['previous']))
-    return 'data current back on generation %s' % result['previous']
+    if control is not None:
+        data = DataRoot(options['data'])
+        control.thaw(data.dir(generation))

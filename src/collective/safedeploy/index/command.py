@@ -53,7 +53,6 @@ def main(argv=None, prog='index', **options):
     if args.buildout and not args.rebuild:
         p.error('--buildout goes with --rebuild')
     cli.setup_logging(args.verbose, args.quiet)
-    cli.handle_signals()
     indexes_dir = os.path.abspath(
         args.indexes or options.get('indexes') or 'indexes')
     pool_dir = os.path.abspath(args.pool or options.get('pool') or 'pool')

@@ -214,11 +214,19 @@ class Run:
         """At exit, if the release was not published: mark it failed and
         say, in one line, where ``current`` points (after an interrupt:
         what interrupted it, too)."""
-        if self.done or self.path is None or self.reported:
+        if self.path is None or self.reported or (self.done and not what):
             return
         self.reported = True
         s = self.settings
         gens = s.releases()
+        if self.done:       # published and flipped; cut short in finish
+            sys.stdout.flush()
+            sys.stderr.write(
+                'bin/buildout: %s after release %s was published; current '
+                'points to %s (the next run finishes the pruning)\n' % (
+                    what, s.tag, gens.current_name()))
+            sys.stderr.flush()
+            return
         try:
             if gens.entry(s.tag) == 'staging':
                 gens.mark_failed(s.tag, self.failure or 'the run failed')
@@ -434,6 +442,7 @@ def unload(buildout):
     try:
         run.recorder.stop()
         run.complete()
+        cli.finished()
     except SafeDeployError as e:
         run.failure = str(e)
         raise SafeDeployUserError(str(e))

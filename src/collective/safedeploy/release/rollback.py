@@ -87,13 +87,20 @@ class DataStep:
         self.options = options
         self.discard_writes = discard_writes
         self.result = None
+        self.before = None        # the data generation current before
 
     def describe(self):
         if self.kind == 'restore':
             return 'data restored from snapshot %s' % self.target
         return 'data switched back to generation %s' % self.target
 
+    def root(self):
+        from ..data.layout import DataRoot
+        return DataRoot(self.options['data'],
+                        self.options.get('files') or None)
+
     def run(self):
+        self.before = self.root().current_name()
         if self.kind == 'restore':
             from ..data import snapshot
             self.result = snapshot.restore(
@@ -105,14 +112,36 @@ class DataStep:
                 self.options, self.target, self.discard_writes)
         return self.result
 
+    def generation(self):
+        """The data generation the rollback's release runs on now."""
+        if self.kind == 'switch-back':
+            return self.target
+        return (self.result or {}).get('generation')
+
     def undo(self):
-        """Put the data back where it was before :meth:`run`; returns the
-        words saying where it is."""
-        if self.kind == 'restore':
-            from ..data import snapshot
-            return snapshot.undo_restore(self.options, self.result)
-        from ..evolve import switchback
-        return switchback.undo_switch_back(self.options, self.result)
+        """Put the data back where it was before :meth:`run` -- whether it
+        finished or was interrupted half-way; returns the words saying
+        where the data is."""
+        if self.before is None:
+            return 'the data was not changed'
+        root = self.root()
+        if self.kind == 'restore' and (self.result or {}).get('backend') \
+                == 'zfs':
+            return ('the data stays restored from snapshot %s (a zfs '
+                    'rollback cannot be undone; what it discarded is kept in '
+                    '%s)' % (self.target, self.result.get('kept') or
+                             'no dataset: nothing was discarded'))
+        with root.lock():
+            now = root.current_name()
+            if now != self.before:
+                root.generations.flip(self.before, via='undo', left=now)
+        if self.kind == 'switch-back':
+            from ..evolve import switchback
+            switchback.thaw_on(self.options, self.before)
+        if now == self.before:
+            return 'the data was not changed (generation %s)' % self.before
+        return 'data current back on generation %s (generation %s kept)' % (
+            self.before, now)
 
 
 def plan_data(gens, target, with_data, discard_writes, snapshot,
@@ -163,16 +192,25 @@ def rollback(releases_directory, current, buildout_directory=None,
             gens, tag, dry_run=True, buildout_directory=buildout_directory)
         step = plan_data(gens, target, with_data, discard_writes, snapshot,
                          evolve_copy)
-        if step is not None:
-            step.run()
-            print(step.describe())
         try:
+            if step is not None:
+                step.run()
+                print(step.describe())
+                pairing.record(releases_directory, target, 'rollback',
+                               generation=step.generation())
             lifecycle.roll_back(gens, target,
                                 buildout_directory=buildout_directory)
         except BaseException as e:
             if step is None:
                 raise
-            where = step.undo()
+            restore = cli.ignore_signals()
+            try:
+                where = step.undo()
+                if step.before is not None:
+                    pairing.record(releases_directory, gens.current_name(),
+                                   'undo', generation=step.before)
+            finally:
+                restore(deliver=False)
             code = getattr(e, 'safedeploy_where', None) or \
                 'current still points to %s' % (gens.current_name() or
                                                 'nothing')
@@ -180,11 +218,6 @@ def rollback(releases_directory, current, buildout_directory=None,
                 raise Refused('%s; %s; %s' % (e, code, where))
             e.safedeploy_where = '%s; %s' % (code, where)
             raise
-        if step is not None:
-            pairing.record(releases_directory, target, 'rollback',
-                           generation=(step.result or {}).get('generation')
-                           or (step.target if step.kind == 'switch-back'
-                               else None))
         print('rolled back: current %s -> %s' % (previous, target))
         _, paired, _ = pairing.lookup(releases_directory, target)
         if paired is not None and step is None and snapshot:
@@ -200,7 +233,6 @@ def main(argv=None, releases_directory=None, current=None,
     args = p.parse_args(argv)
     check_arguments(p, args)
     cli.setup_logging(args.verbose, args.quiet)
-    cli.handle_signals()
     here = os.getcwd()
     releases_directory = releases_directory or os.path.join(here, 'releases')
     current = current or os.path.join(here, 'current')

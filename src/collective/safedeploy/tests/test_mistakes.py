@@ -9,7 +9,6 @@ path, mode, link target and content, before and after).
 import json
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 import unittest
