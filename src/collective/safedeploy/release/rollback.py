@@ -23,6 +23,7 @@ from . import lifecycle
 from . import pairing
 from . import settings as configuration
 from ..core import cli
+from ..core.errors import HealthCheckFailed
 from ..core.errors import NotFound
 from ..core.errors import Refused
 
@@ -214,6 +215,8 @@ def rollback(releases_directory, current, buildout_directory=None,
             code = getattr(e, 'safedeploy_where', None) or \
                 'current still points to %s' % (gens.current_name() or
                                                 'nothing')
+            if isinstance(e, HealthCheckFailed):
+                raise HealthCheckFailed('%s; %s' % (e, where))
             if isinstance(e, Exception):
                 raise Refused('%s; %s; %s' % (e, code, where))
             e.safedeploy_where = '%s; %s' % (code, where)

@@ -586,6 +586,24 @@ class MistakesTests(unittest.TestCase):
                 with open(path, 'wb') as f:
                     f.write(data)
 
+    def test_a_held_index_lock_is_refused_before_the_build(self):
+        import zc.lockfile
+        from collective.safedeploy.index import records
+        records.store(self.sample.path('indexes')).claim()
+        held = zc.lockfile.LockFile(self.sample.path('indexes', '.lock'))
+        try:
+            self.configure(safedeploy='index = required')
+            before = self.state()
+            r = support.run([support.BUILDOUT, 'safedeploy:tag=1.1'],
+                            cwd=self.sample.directory, split=True)
+            self.assertRefused(r, 'a package index build or gc is already '
+                               'running here', 'held index lock')
+            self.assertEqual(before, self.state())
+        finally:
+            held.close()
+            shutil.rmtree(self.sample.path('indexes'))
+            self.configure()
+
     def test_a_tree_that_is_not_ours_is_never_touched(self):
         """The two deletions this suite was written for: a releases
         directory that is the data, or an existing directory with

@@ -96,6 +96,47 @@ class TestPairing(ReleaseTestCase):
         self.assertEqual(support.current_tag(self.sample.directory), '1.2')
 
 
+class TestAllOrNothing(ReleaseTestCase):
+    """bin/rollback TAG --with-data: when the code side fails after the
+    data was restored, the data goes back too, and the one line says where
+    code and data are."""
+
+    parts = TestPairing.parts
+    extra = TestPairing.extra
+    check = 'health-check = test ! -e broken\nhealth-timeout = 1\n'
+
+    def test_a_failing_health_gate_puts_the_data_back(self):
+        make_site_data(self.sample.path('data'), transactions=5, blobs=3)
+        self.configure(safedeploy=self.check)
+        self.assertReleased(self.release('1.0'), '1.0')
+        r = support.run([self.sample.path('bin', 'snapshot'), '--adopt'])
+        self.assertEqual(r.returncode, 0, r)
+        self.configure(safedeploy=self.check +
+                       'snapshot-before-flip = snapshot\n')
+        self.assertReleased(self.release('1.1'), '1.1')
+        fs = self.sample.path('data', 'current', 'filestorage', 'Data.fs')
+        commit(fs, self.sample.path('data', 'current', 'blobstorage'), n=2)
+        link = self.sample.path('data', 'current')
+        before = (os.readlink(link), hash_tree(link))
+        with open(self.sample.path('broken'), 'w'):
+            pass          # release 1.0 will not pass its health check now
+        r = support.run([self.sample.path('bin', 'rollback'), '1.0',
+                         '--with-data', '--discard-writes'],
+                        cwd=self.sample.directory, split=True)
+        self.assertEqual(r.returncode, 1, r)
+        last = r.errors.strip().splitlines()[-1]
+        self.assertTrue(last.startswith('rollback: error: release 1.0 is '
+                                        'bad: '), r)
+        self.assertTrue(last.endswith(
+            '; current flipped back to 1.1; data current back on generation '
+            '%s (generation 2 kept)' % os.path.basename(before[0])), r)
+        self.assertEqual(support.current_tag(self.sample.directory), '1.1')
+        self.assertEqual((os.readlink(link), hash_tree(link)), before)
+        generation, _, _ = pairing.lookup(self.sample.path('releases'),
+                                          '1.1')
+        self.assertEqual(generation, os.path.basename(before[0]))
+
+
 class TestEvolvePairing(ReleaseTestCase):
     """bin/rollback to a release that ran on the data generation before
     bin/evolve-copy switched it: the data goes back too, and writes made
