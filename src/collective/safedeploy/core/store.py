@@ -546,10 +546,12 @@ class Store:
             if strict:
                 raise
             current = None
-        built_at = {}
+        built_at, previous = {}, {}
         for entry in entries:
             if entry['event'] == 'built' and entry.get('name'):
                 built_at[entry['name']] = entry['time']
+            elif entry['event'] == 'published' and entry.get('name'):
+                previous[entry['name']] = entry.get('previous')
         names = self.started_order(strict)
         names += [n for n in self.order(strict) if n not in names]
         names += [n for n in self.on_disk(strict) if n not in names]
@@ -566,7 +568,8 @@ class Store:
                 continue
             rows.append(dict(
                 name=name, state=state, built=built_at.get(name),
-                current=(name == current), exists=on_disk is not None))
+                current=(name == current), exists=on_disk is not None,
+                previous=previous.get(name)))
         for entry in entries:
             if entry.get('damaged'):
                 rows.append(dict(name=None, state=DAMAGED, built=None,

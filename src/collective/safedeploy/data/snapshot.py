@@ -260,7 +260,12 @@ def main(argv=None, **options):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     cli.setup_logging(args.verbose, args.quiet)
-    return cli.run(prog, dispatch, args, options)
+
+    def where():
+        config = Config(**options)
+        name = DataRoot(config.data, config.files).current_name()
+        return 'the data\'s current points to generation %s' % name
+    return cli.run(prog, dispatch, args, options, on_interrupt=where)
 
 
 def dispatch(args, options):

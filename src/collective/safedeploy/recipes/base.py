@@ -106,6 +106,11 @@ class RootScript:
         """Distributions the script needs besides the part's ``eggs``."""
         return ['collective.safedeploy']
 
+    def scripts(self):
+        """(script name, module, function, keyword arguments) of each
+        script; one by default."""
+        return [(self.script, self.module, self.function, self.arguments())]
+
     @user_error
     def install(self):
         o = self.options
@@ -113,18 +118,20 @@ class RootScript:
         egg = zc.recipe.egg.Eggs(self.buildout, self.name, o)
         _, ws = egg.working_set(self.eggs())
         bin_directory = self.buildout['buildout']['bin-directory']
-        arguments = ', '.join('%s=%r' % (k, v) for k, v in sorted(
-            self.arguments().items()) if v not in (None, ''))
-        paths = list(zc.buildout.easy_install.scripts(
-            [(self.script, self.module, self.function)], ws, sys.executable,
-            bin_directory, arguments=arguments,
-            initialization=EARLY_SIGNALS))
-        # installed into the root bin directory when the release is
-        # published (the extension records the names)
-        scripts = getattr(self.buildout, '_safedeploy_root_scripts', None)
-        if scripts is None:
-            scripts = self.buildout._safedeploy_root_scripts = set()
-        scripts.add(self.script)
+        paths = []
+        for script, module, function, kw in self.scripts():
+            arguments = ', '.join('%s=%r' % (k, v) for k, v in sorted(
+                kw.items()) if v not in (None, ''))
+            paths.extend(zc.buildout.easy_install.scripts(
+                [(script, module, function)], ws, sys.executable,
+                bin_directory, arguments=arguments,
+                initialization=EARLY_SIGNALS))
+            # installed into the root bin directory when the release is
+            # published (the extension records the names)
+            names = getattr(self.buildout, '_safedeploy_root_scripts', None)
+            if names is None:
+                names = self.buildout._safedeploy_root_scripts = set()
+            names.add(script)
         return paths
 
     update = install

@@ -1,4 +1,6 @@
-"""``recipe = collective.safedeploy:rollback``: generates bin/rollback.
+"""``recipe = collective.safedeploy:rollback``: generates bin/rollback and
+bin/flip (a release built with ``safedeploy:flip = false`` made current,
+with the same lock, hooks and health gate).
 
 Options (all optional):
 
@@ -92,3 +94,11 @@ class Rollback(RootScript):
                     buildout_directory=self.directory,
                     snapshot=self.part_options('snapshot'),
                     evolve_copy=self.part_options('evolve-copy'))
+
+    def scripts(self):
+        arguments = self.arguments()
+        flip = dict(arguments, snapshot_before_flip=bool(
+            self.settings().snapshot_before_flip and arguments['snapshot']))
+        flip.pop('evolve_copy')
+        return [('rollback', self.module, 'main', arguments),
+                ('flip', self.module, 'flip_main', flip)]

@@ -195,6 +195,14 @@ class Run:
             # before the release is complete: a required index that cannot
             # be built leaves it unpublished, and the tag can be rebuilt
             publish_index(s, manifest, self.buildout)
+        if not s.flip:
+            lifecycle.publish(s, manifest)
+            self.done = True
+            lifecycle.finish(s)
+            logger.info('release %s is built and complete; current still '
+                        'points to %s (bin/flip %s makes it current)', s.tag,
+                        gens.current_name() or 'nothing', s.tag)
+            return
         taken = None
         if s.snapshot_before_flip:
             taken = take_snapshot(s, self.buildout)
@@ -399,8 +407,9 @@ def load(buildout):
         run = Run(buildout, settings)
         run.check()
         if lifecycle.nothing_to_do(settings):
-            logger.info('release %s is current and complete; nothing to do',
-                        settings.tag)
+            logger.info('release %s is %s and complete; nothing to do',
+                        settings.tag, 'current' if settings.releases()
+                        .current_name() == settings.tag else 'built')
             sys.exit(0)
         run.redirect()
         run.check_recipes()

@@ -32,6 +32,7 @@ from ..core.errors import ConfigurationError
 from ..core.errors import HealthCheckFailed
 from ..core.errors import Refused
 from ..core.journal import now
+from ..core.store import GOOD
 
 logger = logging.getLogger('collective.safedeploy')
 
@@ -104,6 +105,8 @@ def check_stage(settings):
                 'release %s is current and is never rebuilt in place; roll '
                 'back to another release first, then rebuild it' % tag)
         return           # nothing_to_do
+    if nothing_to_do(settings):
+        return
     if not settings.rebuild:
         raise Refused(
             'release %s already exists and releases are immutable; tag a '
@@ -111,11 +114,16 @@ def check_stage(settings):
 
 
 def nothing_to_do(settings):
-    """The tag is the current release, complete: a re-run (cron, -N,
-    Ansible) has nothing to build."""
+    """A re-run (cron, -N, Ansible) has nothing to build: the tag is the
+    current release, complete -- or, with ``flip = false``, a complete
+    release in a good state (built, not flipped)."""
     gens = settings.releases()
-    return (not settings.rebuild and gens.entry(settings.tag) == 'complete'
-            and gens.current_name() == settings.tag)
+    tag = settings.tag
+    if settings.rebuild or gens.entry(tag) != 'complete':
+        return False
+    if gens.current_name() == tag:
+        return True
+    return not settings.flip and gens.states().get(tag) in GOOD
 
 
 def stage(settings):
@@ -348,8 +356,11 @@ def finish(settings):
 
 # -- roll back --------------------------------------------------------------
 
-def roll_back(gens, target=None, dry_run=False, buildout_directory=None):
+def roll_back(gens, target=None, dry_run=False, buildout_directory=None,
+              via='rollback'):
     """Flip ``current`` to ``target`` (default: the previous good release).
+    ``via='flip'``: going forward to a release built without a flip (the
+    one left is not "rolled back").
 
     The caller holds the lock.  Returns (from, to).
     """
@@ -373,7 +384,7 @@ def roll_back(gens, target=None, dry_run=False, buildout_directory=None):
     hook_settings = manifest.get('hooks', {})
     directory = buildout_directory or manifest.get('buildout-directory') or \
         os.path.dirname(gens.current)
-    if current:
+    if current and via == 'rollback':
         gens.journal.append('rolled-back', name=current, to=target)
-    flip(gens, target, hook_settings, directory, via='rollback')
+    flip(gens, target, hook_settings, directory, via=via)
     return current, target

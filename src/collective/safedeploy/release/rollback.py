@@ -1,7 +1,9 @@
-"""bin/rollback: back to the previous good release, or to a named one.
+"""bin/rollback: back to the previous good release, or to a named one;
+bin/flip: forward to a release built without a flip.
 
 usage: rollback [TAG] [--with-data [--discard-writes]] [--dry-run]
        rollback --list [--json]
+       flip TAG [--dry-run]
 
 With no TAG, ``current`` goes back to the newest good release built
 before the current one.  The same lock, atomic flip, after-flip hook and
@@ -253,3 +255,66 @@ def main(argv=None, releases_directory=None, current=None,
                    buildout_directory, args.tag, args.dry_run,
                    args.with_data, args.discard_writes, snapshot,
                    evolve_copy, on_interrupt=where)
+
+
+# -- bin/flip ---------------------------------------------------------------
+
+def flip_parser(prog='flip'):
+    p = cli.parser(prog, 'Make a complete release current: one built with '
+                   'safedeploy:flip = false, or any good one; the same lock, '
+                   'after-flip hook and health gate as a build.')
+    p.add_argument('tag', type=cli.value, help='the release to make current')
+    p.add_argument('--dry-run', '-n', action='store_true',
+                   help='say what would be done, change nothing')
+    return p
+
+
+def flip(releases_directory, current, tag, buildout_directory=None,
+         dry_run=False, snapshot=None, snapshot_before_flip=False):
+    """``current`` -> ``tag``.  With ``snapshot_before_flip`` the data is
+    snapshotted first, as bin/buildout does before a flip."""
+    gens = configuration.releases(releases_directory, current)
+    if not gens.owned():
+        raise NotFound('no releases in %s' % releases_directory)
+    if dry_run:
+        previous, target = lifecycle.roll_back(gens, tag, dry_run=True,
+                                               via='flip')
+        print('would flip: current %s -> %s' % (previous, target))
+        return 0
+    with gens.lock('a release build or rollback'):
+        previous, target = lifecycle.roll_back(gens, tag, dry_run=True,
+                                               via='flip')
+        if snapshot_before_flip and snapshot:
+            from ..data import snapshot as snapshots
+            taken = snapshots.take_for_release(snapshot, target)
+            pairing.record(releases_directory, previous,
+                           'snapshot-before-flip', snapshot=taken['name'],
+                           generation=taken.get('generation'),
+                           backend=taken.get('backend'),
+                           last_tid=taken.get('last_tid'))
+        lifecycle.roll_back(gens, target, buildout_directory=buildout_directory,
+                            via='flip')
+        if snapshot:
+            from ..data.layout import DataRoot
+            pairing.record(releases_directory, target, 'publish',
+                           generation=DataRoot(snapshot['data']).current_name())
+    print('flipped: current %s -> %s' % (previous, target))
+    return 0
+
+
+def flip_main(argv=None, releases_directory=None, current=None,
+              buildout_directory=None, snapshot=None,
+              snapshot_before_flip=False):
+    """bin/flip TAG."""
+    args = flip_parser().parse_args(argv)
+    cli.setup_logging(args.verbose, args.quiet)
+    here = os.getcwd()
+    releases_directory = releases_directory or os.path.join(here, 'releases')
+    current = current or os.path.join(here, 'current')
+    gens = configuration.releases(releases_directory, current)
+
+    def where():
+        return 'current points to %s' % (gens.current_name() or 'nothing')
+    return cli.run('flip', flip, releases_directory, current, args.tag,
+                   buildout_directory, args.dry_run, snapshot,
+                   snapshot_before_flip, on_interrupt=where)

@@ -55,6 +55,9 @@ SCHEMA = options.Schema([
     options.Option('pool-directory', '${buildout:directory}/pool',
                    options.required()),
     options.Option('index-fetch', 'false', options.boolean),
+    options.Option('flip', 'true', options.boolean,
+                   'false: build, verify and publish the release, and leave '
+                   'current where it is (bin/flip TAG flips it)'),
     options.Option('allow-dirty', 'false', options.boolean,
                    'build from a checkout with uncommitted changes'),
 ])
@@ -95,6 +98,7 @@ class Settings:
         self.index = o['index']
         self.index_fetch = o['index-fetch']
         self.allow_dirty = o['allow-dirty']
+        self.flip = o['flip']
         self.exclude_parts = o['exclude-parts']
         self.shared = [self._shared(entry) for entry in o['shared']]
         self.tag = validate_name(o['tag']) if o['tag'] else None

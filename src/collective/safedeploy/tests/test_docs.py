@@ -58,8 +58,12 @@ def setUp(test):
         print(support.run([sample.path('bin', 'rollback')] + list(args),
                           cwd=sample.directory).output.rstrip())
 
+    def flip(*args):
+        print(support.run([sample.path('bin', 'flip')] + list(args),
+                          cwd=sample.directory).output.rstrip())
+
     g.update(config=config, release=release, ls=ls, readlink=readlink,
-             hello=hello, git=git, rollback=rollback)
+             hello=hello, git=git, rollback=rollback, flip=flip)
 
 
 def tearDown(test):

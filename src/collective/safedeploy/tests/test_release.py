@@ -529,3 +529,60 @@ class TestRollback(ReleaseTestCase):
         r = self.rollback('--help')
         self.assertEqual(r.returncode, 0)
         self.assertIn('usage: rollback', r.output)
+
+
+class TestBuildWithoutFlip(ReleaseTestCase):
+    """safedeploy:flip = false builds, verifies and publishes a release and
+    leaves current; bin/flip TAG makes it current, with the health gate."""
+
+    def test_build_then_flip(self):
+        self.configure()
+        self.assertReleased(self.release('1.0'), '1.0')
+        rollback = self.sample.read('bin', 'rollback')
+        r = self.release('1.1', 'safedeploy:flip=false')
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn('release 1.1 is built and complete; current still '
+                      'points to 1.0 (bin/flip 1.1 makes it current)',
+                      r.output)
+        self.assertEqual(support.current_tag(self.sample.directory), '1.0')
+        self.assertTrue(self.exists('releases', '1.1',
+                                    'safedeploy-manifest.json'))
+        self.assertEqual(self.sample.read('bin', 'rollback'), rollback)
+        # a re-run (Ansible, cron) has nothing to do
+        before = self.state()
+        r = self.release('1.1', 'safedeploy:flip=false')
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn('release 1.1 is built and complete; nothing to do',
+                      r.output)
+        self.assertEqual(before, self.state())
+        flip = self.sample.path('bin', 'flip')
+        r = support.run([flip, '1.1', '--dry-run'])
+        self.assertEqual(r.output.strip(), 'would flip: current 1.0 -> 1.1')
+        self.assertEqual(before, self.state())
+        r = support.run([flip, '1.1'], cwd=self.sample.directory)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(support.current_tag(self.sample.directory), '1.1')
+        rows = {row['tag']: row for row in __import__('json').loads(
+            self.rollback('--list', '--json').output)}
+        self.assertEqual(rows['1.1']['previous'], '1.0')
+        self.assertEqual(rows['1.1']['state'], 'published')
+        self.assertEqual(rows['1.0']['state'], 'published')  # not rolled back
+        # the same gate as a build: an unhealthy release flips back
+        self.configure(safedeploy='health-check = false\n'
+                       'health-timeout = 0\n')
+        self.assertEqual(self.release('1.2', 'safedeploy:flip=false')
+                         .returncode, 0)
+        r = support.run([flip, '1.2'], cwd=self.sample.directory)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn('release 1.2 is bad', r.output)
+        self.assertIn('current flipped back to 1.1', r.output)
+        self.assertEqual(support.current_tag(self.sample.directory), '1.1')
+        for bad, why in (('1.2', 'marked bad'), ('9.9', 'no release 9.9'),
+                         ('', 'empty value'), ('1.1', 'already current')):
+            before = self.state()
+            r = support.run([flip, bad], cwd=self.sample.directory,
+                            split=True)
+            self.assertNotEqual(r.returncode, 0, r)
+            self.assertEqual(len(r.errors.strip().splitlines()), 1, r)
+            self.assertIn(why, r.errors)
+            self.assertEqual(before, self.state())
