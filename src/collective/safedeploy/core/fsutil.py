@@ -47,6 +47,21 @@ def _temporary_name(path):
     return os.path.join(directory, '.%s.%s.tmp' % (name, uuid.uuid4().hex[:12]))
 
 
+def _replace(path, make, durable=True):
+    """``make(tmp)`` writes a new version under a temporary name beside
+    ``path`` (fsynced when ``durable``); it is renamed over ``path``."""
+    tmp = _temporary_name(path)
+    try:
+        make(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_directory(os.path.dirname(path) or '.')
+
+
 def atomic_write(path, data, mode=0o644, durable=True):
     """Replace ``path`` by a file holding ``data`` (str or bytes).
 
@@ -57,21 +72,15 @@ def atomic_write(path, data, mode=0o644, durable=True):
     protects."""
     if isinstance(data, str):
         data = data.encode('utf-8')
-    tmp = _temporary_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
+
+    def make(tmp):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
             f.flush()
             if durable:
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_directory(os.path.dirname(path) or '.')
+    _replace(path, make, durable)
 
 
 def atomic_write_json(path, obj, durable=True):
@@ -81,17 +90,10 @@ def atomic_write_json(path, obj, durable=True):
 
 def atomic_copy(source, path):
     """Copy ``source`` to ``path`` (mode included) atomically."""
-    tmp = _temporary_name(path)
-    try:
+    def make(tmp):
         shutil.copy2(source, tmp)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_directory(os.path.dirname(path) or '.')
+        fsync_file(tmp)
+    _replace(path, make)
 
 
 def atomic_symlink(target, link):

@@ -232,12 +232,9 @@ def rollback(releases_directory, current, buildout_directory=None,
     return 0
 
 
-def main(argv=None, releases_directory=None, current=None,
-         buildout_directory=None, snapshot=None, evolve_copy=None):
-    p = parser()
-    args = p.parse_args(argv)
-    check_arguments(p, args)
-    cli.setup_logging(args.verbose, args.quiet)
+def locations(releases_directory, current):
+    """The releases directory and current link (default: in the working
+    directory), and what to say after an interrupt."""
     here = os.getcwd()
     releases_directory = releases_directory or os.path.join(here, 'releases')
     current = current or os.path.join(here, 'current')
@@ -249,6 +246,17 @@ def main(argv=None, releases_directory=None, current=None,
                                               'nothing')
         except Exception:
             return ''
+    return releases_directory, current, gens, where
+
+
+def main(argv=None, releases_directory=None, current=None,
+         buildout_directory=None, snapshot=None, evolve_copy=None):
+    p = parser()
+    args = p.parse_args(argv)
+    check_arguments(p, args)
+    cli.setup_logging(args.verbose, args.quiet)
+    releases_directory, current, gens, where = locations(
+        releases_directory, current)
     if args.list:
         return cli.run('rollback', list_releases, gens, args.json)
     return cli.run('rollback', rollback, releases_directory, current,
@@ -308,13 +316,8 @@ def flip_main(argv=None, releases_directory=None, current=None,
     """bin/flip TAG."""
     args = flip_parser().parse_args(argv)
     cli.setup_logging(args.verbose, args.quiet)
-    here = os.getcwd()
-    releases_directory = releases_directory or os.path.join(here, 'releases')
-    current = current or os.path.join(here, 'current')
-    gens = configuration.releases(releases_directory, current)
-
-    def where():
-        return 'current points to %s' % (gens.current_name() or 'nothing')
+    releases_directory, current, gens, where = locations(
+        releases_directory, current)
     return cli.run('flip', flip, releases_directory, current, args.tag,
                    buildout_directory, args.dry_run, snapshot,
                    snapshot_before_flip, on_interrupt=where)

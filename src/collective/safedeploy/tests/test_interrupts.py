@@ -19,6 +19,7 @@ from collective.safedeploy.release import pairing
 
 from . import support
 from .base import ReleaseTestCase
+from . import test_pairing
 from .zodbsupport import make_site_data
 from .zodbsupport import hash_tree
 
@@ -142,14 +143,9 @@ class BuildInterrupts(InterruptTestCase):
 
 class RollbackInterrupts(InterruptTestCase):
 
-    parts = 'hello snapshot rollback'
-    safedeploy = 'snapshot-before-flip = snapshot\n'
-    extra = '''
-        [snapshot]
-        recipe = collective.safedeploy:snapshot
-        data = ${buildout:directory}/data
-        backend = copy
-        '''
+    parts = test_pairing.TestPairing.parts
+    safedeploy = test_pairing.TestPairing.safedeploy
+    extra = test_pairing.TestPairing.extra
 
     def setUp(self):
         super().setUp()
