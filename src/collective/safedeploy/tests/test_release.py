@@ -23,8 +23,9 @@ class TestStageAndBuild(ReleaseTestCase):
         self.assertFalse(self.exists('parts'))
         self.assertFalse(self.exists('develop-eggs'))
         self.assertFalse(self.exists('.installed.cfg'))
+        # only the root scripts the rollback recipe installs
         self.assertEqual(sorted(os.listdir(self.sample.path('bin'))),
-                         ['rollback'])
+                         ['flip', 'rollback'])
         self.assertEqual(os.readlink(self.sample.path('current')),
                          'releases/1.0')
         self.assertEqual(self.hello(), 'hello 1.0')
