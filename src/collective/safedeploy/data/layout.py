@@ -337,6 +337,43 @@ class DataRoot:
             if info and 'adopted_from' not in info and 'source' in info:
                 gens.discard(name, 'incomplete copy')
 
+    # -- a new site --------------------------------------------------------
+
+    def create_empty(self):
+        """A new site: ``generations/1``, empty (its directories only; the
+        database server creates an empty Data.fs there), made current.
+        Refused when there is data already (generations, or files to adopt
+        with bin/snapshot --adopt).  Returns its name."""
+        gens = self.generations
+        with self.lock('the first data generation of %s' % self.path):
+            current = gens.current_name()
+            if current is not None:
+                return current
+            if gens.on_disk():
+                raise Refused(
+                    '%s already has generations but no current link; point '
+                    '%s at one of them' % (gens.directory, gens.current))
+            existing = [p for p in self.top_level()
+                        if os.path.lexists(os.path.join(self.path, p))]
+            if existing:
+                raise Refused(
+                    '%s holds %s already; move it into the generations with '
+                    'bin/snapshot --adopt (site stopped)' % (
+                        self.path, existing[0]))
+            gens.recover()
+            name = '1'
+            path = gens.stage(name, created='empty')
+            for s in self.storages:
+                for rel in (os.path.dirname(s.fs) if s.fs else None,
+                            s.blobs):
+                    if rel:
+                        os.makedirs(os.path.join(path, rel), exist_ok=True)
+            gens.complete(name, dict(created='empty', storages=[]))
+            gens.flip(name, via='create')
+            logger.info('data generation %s created (empty) in %s', name,
+                        gens.directory)
+            return name
+
     # -- adopting an existing layout ---------------------------------------
 
     def top_level(self):
@@ -501,6 +538,7 @@ class DataRoot:
             started = info.get(name, {})
             storages = manifest.get('storages') or []
             made = ('adopt' if 'adopted_from' in started else
+                    'new site' if started.get('created') else
                     'evolve-copy' if started.get('evolve') else
                     'restore' if started.get('snapshot') else 'copy')
             if name in goes:
