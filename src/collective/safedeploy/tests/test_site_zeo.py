@@ -185,3 +185,36 @@ class SiteTests(unittest.TestCase):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, 'w') as f:
             f.write(textwrap.dedent(EVOLVE % (version, more)))
+
+
+class RootScriptTests(unittest.TestCase):
+
+    def test_a_script_the_current_release_lacks_is_removed(self):
+        from collective.safedeploy.core.store import RELEASE
+        from collective.safedeploy.core.store import Store
+        from collective.safedeploy.release import lifecycle
+        directory = zeosupport.temporary_directory(self, 'safedeploy-root-')
+        bin_directory = os.path.join(directory, 'bin')
+        gens = Store(os.path.join(directory, 'releases'), RELEASE,
+                     current=os.path.join(directory, 'current'))
+        scripts = {'1.0': ['rollback'], '1.1': ['evolve-copy', 'rollback']}
+        for tag, names in sorted(scripts.items()):
+            path = gens.stage(tag)
+            os.mkdir(os.path.join(path, 'bin'))
+            for name in names:
+                with open(os.path.join(path, 'bin', name), 'w') as f:
+                    f.write('#!/bin/sh\necho %s %s\n' % (name, tag))
+            gens.complete(tag, {'root-bin-directory': bin_directory,
+                                'root-scripts': names})
+        lifecycle.install_root_scripts(gens, '1.1')
+        self.assertEqual(sorted(os.listdir(bin_directory)),
+                         ['evolve-copy', 'rollback'])
+        with open(os.path.join(bin_directory, 'operator-script'), 'w') as f:
+            f.write('mine')
+        lifecycle.install_root_scripts(gens, '1.0')
+        # 1.1's evolve-copy would run 1.1's evolve code: gone; bin/rollback
+        # is 1.0's now; what is not ours stays
+        self.assertEqual(sorted(os.listdir(bin_directory)),
+                         ['operator-script', 'rollback'])
+        with open(os.path.join(bin_directory, 'rollback')) as f:
+            self.assertIn('rollback 1.0', f.read())
