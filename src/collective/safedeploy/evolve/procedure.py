@@ -21,6 +21,9 @@ procedure, each step a method named after it::
               generation) recorded
     thaw      production writable again (on the new generation)
 
+After a successful run the data generations beyond ``keep-generations``
+are pruned (:func:`prune_after`), still under the data root's lock.
+
 A failure, or a SIGKILL, in prepare .. verify leaves production on its old
 data, byte for byte, and writable again: from ``freeze`` on, a guard
 process (:mod:`.guard`) outlives this one and thaws production if it
