@@ -624,12 +624,13 @@ class Store:
 
     # -- pruning ------------------------------------------------------------
 
-    def prune(self, keep, protect=()):
+    def prune(self, keep, protect=(), dry_run=False):
         """Keep at most ``keep`` generations: remove failed, killed and bad
         ones first (oldest first), then the oldest good ones -- never the
         current one, the previous good one, the newest good one, nor
         anything in ``protect``.  Damaged entries are never removed.
-        Returns the names removed."""
+        Returns the names removed (with ``dry_run``: the names it would
+        remove; nothing is touched)."""
         current = self.current_name()
         good = self.good()
         protected = set(protect) | {current, self.previous_good(current)}
@@ -652,8 +653,10 @@ class Store:
                 break
             if name in protected:
                 continue
+            removed.append(name)
+            if dry_run:
+                continue
             self.discard(name, 'more than keep=%d' % keep
                          if name in complete else 'failed, more than keep=%d'
                          % keep)
-            removed.append(name)
         return removed

@@ -5,16 +5,29 @@ Usage::
     bin/snapshot [NAME]              take a snapshot (default name: the time)
     bin/snapshot --list [--json]     list snapshots, the space they hold and
                                      the release each is paired with
+    bin/snapshot --list --generations [--json]
+                                     list the data generations: what each
+                                     holds, and why it is kept
     bin/snapshot --restore NAME      put the data back to that snapshot
                  [--force] [--discard-writes]
     bin/snapshot --destroy NAME      remove a snapshot
-    bin/snapshot --prune             remove snapshots beyond ``keep``
+    bin/snapshot --prune             remove snapshots beyond ``keep`` and
+                 [--discard-writes]  data generations beyond
+                                     ``keep-generations``
     bin/snapshot --adopt             move var/filestorage, var/blobstorage ...
                                      into the data generations layout
 
 The options of the ``[snapshot]`` part (``backend``, ``data``, ``dataset``,
-``keep``, ``files``, ``releases``) reach :func:`main` as keyword arguments;
-``--data``, ``--backend``, ``--dataset`` and ``--keep`` override them.
+``keep``, ``keep-generations``, ``files``, ``releases``) reach :func:`main`
+as keyword arguments; ``--data``, ``--backend``, ``--dataset``, ``--keep``
+and ``--keep-generations`` override them.
+
+Data generations are pruned after each restore (and after each
+bin/evolve-copy) down to ``keep-generations``: failed and killed copies
+first, then the oldest -- never the current one, one a release still
+there ran on, the previous good one, nor one holding transactions a
+restore or rollback discarded (``bin/snapshot --prune --discard-writes``
+lets those go too).
 """
 import datetime
 import logging
@@ -51,6 +64,8 @@ SCHEMA = opts.Schema([
     opts.Option('keep', str(DEFAULT_KEEP), opts.integer(0)),
     opts.Option('files', DEFAULT_FILES, _files),
     opts.Option('releases', '', opts.text),
+    opts.Option('keep-generations', str(DataRoot.DEFAULT_KEEP),
+                opts.integer(0)),
 ], allowed=('recipe', 'eggs', 'find-links', 'index', 'extra-paths'))
 
 
@@ -72,6 +87,7 @@ class Config:
         self.keep = o['keep']
         self.files = o['files']
         self.releases = o['releases'] or None
+        self.keep_generations = o['keep-generations']
 
 
 def backend_for(options):
@@ -172,6 +188,21 @@ def prune_snapshots(backend):
     return removed
 
 
+def generations_listing(options):
+    config = options if isinstance(options, Config) else Config(**options)
+    root = DataRoot(config.data, config.files)
+    return root.listing(config.keep_generations, config.releases)
+
+
+def prune_generations(options, discard_writes=False):
+    backend = backend_for(options)
+    with backend.lock():
+        backend.root.generations.recover()
+        return backend.root.prune(backend.config.keep_generations,
+                                  backend.config.releases,
+                                  discard_writes=discard_writes)
+
+
 def listing(options):
     backend = backend_for(options)
     rows = backend.snapshots(sizes=True, damaged=True)
@@ -218,6 +249,9 @@ def parser(prog='snapshot'):
                       'into generations/1 and link current (site stopped)')
     p.add_argument('--json', action='store_true',
                    help='with --list: print JSON')
+    p.add_argument('--generations', action='store_true',
+                   help='with --list: list the data generations (what each '
+                   'holds, why it is kept) instead of the snapshots')
     p.add_argument('--force', action='store_true',
                    help='with --restore, zfs: restore even when newer '
                    'snapshots would be destroyed')
@@ -232,6 +266,8 @@ def parser(prog='snapshot'):
     p.add_argument('--dataset', type=cli.value, help='zfs: the dataset')
     p.add_argument('--keep', type=cli.value,
                    help='snapshots to keep (0: all)')
+    p.add_argument('--keep-generations', type=cli.value,
+                   help='data generations to keep (0: all)')
     return p
 
 
@@ -245,9 +281,12 @@ def check_arguments(p, args):
                 % modes[0].replace('_', '-'))
     if args.json and not args.list:
         p.error('--json goes with --list')
-    for flag in ('force', 'discard_writes'):
-        if getattr(args, flag) and not args.restore:
-            p.error('--%s goes with --restore' % flag.replace('_', '-'))
+    if args.generations and not args.list:
+        p.error('--generations goes with --list')
+    if args.force and not args.restore:
+        p.error('--force goes with --restore')
+    if args.discard_writes and not (args.restore or args.prune):
+        p.error('--discard-writes goes with --restore or --prune')
 
 
 def main(argv=None, **options):
@@ -256,7 +295,7 @@ def main(argv=None, **options):
     p = parser(prog)
     args = p.parse_args(argv)
     check_arguments(p, args)
-    for key in ('data', 'backend', 'dataset', 'keep'):
+    for key in ('data', 'backend', 'dataset', 'keep', 'keep_generations'):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     cli.setup_logging(args.verbose, args.quiet)
@@ -269,6 +308,23 @@ def main(argv=None, **options):
 
 
 def dispatch(args, options):
+    if args.list and args.generations:
+        rows = generations_listing(options)
+        if args.json:
+            cli.print_json(rows)
+            return 0
+        for row in rows:
+            row['current'] = '*' if row['current'] else ''
+            row['size'] = cli.human(row.get('size'))
+            row['holds'] = cli.human(row.get('holds'))
+            row['built'] = (row['built'] or '')[:19].replace('T', ' ')
+            row['kept'] = row['kept'] or 'no: the next prune removes it'
+        cli.print_table(rows, [
+            ('current', 'CURRENT'), ('name', 'GENERATION'),
+            ('built', 'BUILT (UTC)'), ('made', 'MADE BY'),
+            ('source', 'FROM'), ('release', 'RELEASE'),
+            ('state', 'STATE'), ('holds', 'HOLDS'), ('kept', 'KEPT BECAUSE')])
+        return 0
     if args.list:
         name, rows = listing(options)
         if args.json:
@@ -298,6 +354,8 @@ def dispatch(args, options):
         backend = backend_for(options)
         for name in prune_snapshots(backend):
             print('pruned snapshot %s' % name)
+        for name in prune_generations(options, args.discard_writes):
+            print('pruned data generation %s' % name)
         return 0
     if args.for_release:
         cli.print_json(take_for_release(options, args.for_release))

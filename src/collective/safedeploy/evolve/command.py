@@ -5,7 +5,9 @@ import os
 import sys
 
 from ..core import cli
+from ..core import options as opts
 from ..core.errors import ConfigurationError
+from ..data.layout import DEFAULT_KEEP_GENERATIONS
 from ..zeo.control import make_control
 from .procedure import EvolveCopy
 from .rehearse import rehearse
@@ -48,6 +50,10 @@ def parser():
                         'module:function(root, commit)')
     p.add_argument('--evolve-context', type=cli.value,
                    help='root key of the object evolveN modules get')
+    p.add_argument('--keep-generations', metavar='N', type=cli.value,
+                   help='data generations kept after a successful run '
+                        '(0: all; default: from the part, else %d)'
+                        % DEFAULT_KEEP_GENERATIONS)
     p.add_argument('--zeo-address', type=cli.value)
     p.add_argument('--zeo-state', type=cli.value)
     p.add_argument('--freeze-command', type=cli.value)
@@ -117,6 +123,9 @@ def main(argv=None, **options):
                       result['current'], result['previous'],
                       result['discarded'], result['previous']))
             return 0
+        keep = opts.integer(0)(
+            option('keep-generations') or str(DEFAULT_KEEP_GENERATIONS),
+            '--keep-generations')
         # the data is paired with the release current now
         release, releases = current_release(option('current'))
         return EvolveCopy(
@@ -124,7 +133,7 @@ def main(argv=None, **options):
             evolve_key=option('evolve-key'),
             release=release or option('release') or os.environ.get(
                 'SAFEDEPLOY_RELEASE_TAG'),
-            releases=releases).run(resume=args.resume)
+            releases=releases, keep=keep).run(resume=args.resume)
     return cli.run('evolve-copy', do)
 
 

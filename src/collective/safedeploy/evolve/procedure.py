@@ -21,6 +21,9 @@ procedure, each step a method named after it::
               generation) recorded
     thaw      production writable again (on the new generation)
 
+After a successful run the data generations beyond ``keep-generations``
+are pruned (:func:`prune_after`), still under the data root's lock.
+
 A failure, or a SIGKILL, in prepare .. verify leaves production on its old
 data, byte for byte, and writable again: from ``freeze`` on, a guard
 process (:mod:`.guard`) outlives this one and thaws production if it
@@ -38,6 +41,7 @@ from ..core.errors import Refused
 from ..core.errors import SafeDeployError
 from ..data import copy as fscopy
 from ..data import filestorage
+from ..data import layout
 from ..data import verify as fsverify
 from . import runners
 from ..zeo.control import check_choice
@@ -80,9 +84,10 @@ class EvolveCopy:
 
     def __init__(self, data, evolve, control=None, evolve_context=None,
                  evolve_key=None, release=None, out=None, progress=True,
-                 releases=None):
+                 releases=None, keep=layout.DEFAULT_KEEP_GENERATIONS):
         """``releases``: the releases directory, where the pairing of the
-        switched data with ``release`` is recorded."""
+        switched data with ``release`` is recorded; ``keep``: the data
+        generations kept after a successful run (0: all)."""
         self.data = DataRoot(data)
         self.releases = releases
         self.evolve_spec = evolve
@@ -90,6 +95,7 @@ class EvolveCopy:
         self.evolve_context = evolve_context or None
         self.evolve_key = evolve_key or None
         self.release = release
+        self.keep = keep
         self.out = out or sys.stdout
         self.progress = progress
         self.times = {}
@@ -149,6 +155,7 @@ class EvolveCopy:
                 raise
             finally:
                 self.control.discard()
+            prune_after(self.data, self.keep, self.releases, self.say)
         self.say('read-only window: %.3f s (catch-up %.3f s, evolve %.3f s)'
                  % (self.window, self.times['catch_up'],
                     self.times['evolve']))
@@ -446,6 +453,22 @@ class EvolveCopy:
                     '%s, unchanged); the copy is kept in %s with %s -- fix '
                     'it and run bin/evolve-copy --resume' % (
                         reason, self.source, path, REPORT)) from error
+
+
+def prune_after(data, keep, releases, say):
+    """After a successful run: data generations beyond ``keep`` go
+    (:meth:`~collective.safedeploy.data.layout.DataRoot.prune`).  The run
+    succeeded whatever happens here: a failure is reported, not raised."""
+    try:
+        removed = data.prune(keep, releases)
+    except Exception as e:
+        say('pruning data generations failed: %s (the next run retries)'
+            % e)
+        return []
+    if removed:
+        say('pruned data generation(s) %s (keep-generations = %d)' % (
+            ', '.join(removed), keep))
+    return removed
 
 
 class StepLog:

@@ -17,14 +17,16 @@ ZEO server part; its ``zeo-address`` or ``address``), ``zeo-address``,
 ``runzeo``, or ``freeze-command`` and ``thaw-command``; around a switch
 back: ``client-stop-command``, ``client-start-command``,
 ``client-cache`` (glob patterns of the clients' ``*.zec`` files);
-``release`` (recorded when no ``current`` release is found) and
-``current`` (default ``${safedeploy:current}``).
+``release`` (recorded when no ``current`` release is found),
+``current`` (default ``${safedeploy:current}``) and ``keep-generations``
+(data generations kept after a successful run, default 3; 0: all).
 """
 import os
 
 from ..core import commands
 from ..core import options as opts
 from ..core.errors import ConfigurationError
+from ..data.layout import DEFAULT_KEEP_GENERATIONS
 from ..zeo.control import check_choice
 from ..release.settings import has_section
 from .base import EGG_OPTIONS
@@ -34,7 +36,7 @@ from .base import RootScript
 PASSED = ('data', 'evolve', 'evolve-context', 'evolve-key', 'zeo-address',
           'zeo-state', 'runzeo', 'freeze-command', 'thaw-command',
           'release', 'client-stop-command', 'client-start-command',
-          'client-cache', 'current')
+          'client-cache', 'current', 'keep-generations')
 
 
 def _command(raw, where):
@@ -66,6 +68,8 @@ class EvolveCopy(RootScript):
         opts.Option('client-start-command', '', _command),
         opts.Option('client-cache', '', opts.text),
         opts.Option('current', '', opts.text),
+        opts.Option('keep-generations', str(DEFAULT_KEEP_GENERATIONS),
+                    opts.integer(0)),
     ], allowed=EGG_OPTIONS)
 
     def configure(self):
@@ -101,6 +105,7 @@ class EvolveCopy(RootScript):
         if not o.get('current', '').strip():
             o['current'] = self.settings().current
         o.setdefault('eggs', '')
+        o['keep-generations'] = str(values['keep-generations'])
 
     def eggs(self):
         # what evolve-copy itself needs: ZODB (catch-up, verify, evolve),

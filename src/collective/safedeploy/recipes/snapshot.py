@@ -7,7 +7,8 @@
     backend = auto            # auto | zfs | btrfs | copy
     data = ${buildout:directory}/var
     dataset =                 # zfs: the dataset, e.g. tank/site
-    keep = 10
+    keep = 10                 # snapshots
+    keep-generations = 3      # data generations (after a restore)
     files = filestorage/Data.fs blobstorage
 
 bin/snapshot calls :func:`collective.safedeploy.data.snapshot.main` with
@@ -21,7 +22,8 @@ from ..data import snapshot
 from .base import EGG_OPTIONS
 from .base import RootScript
 
-OPTIONS = ('backend', 'data', 'dataset', 'keep', 'files', 'releases')
+OPTIONS = ('backend', 'data', 'dataset', 'keep', 'files', 'releases',
+           'keep-generations')
 
 
 class Snapshot(RootScript):
@@ -48,4 +50,5 @@ class Snapshot(RootScript):
         return ['collective.safedeploy', 'ZODB']
 
     def arguments(self):
-        return {key: self.options[key].strip() for key in OPTIONS}
+        return {key.replace('-', '_'): self.options[key].strip()
+                for key in OPTIONS}

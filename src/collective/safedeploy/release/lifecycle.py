@@ -333,6 +333,8 @@ def install_root_scripts(gens, tag):
     manifest = gens.manifest(tag) or {}
     root = manifest.get('root-bin-directory')
     names = manifest.get('root-scripts') or ()
+    if root:
+        remove_stale_root_scripts(gens, tag, root, names)
     if not root or not names:
         return []
     os.makedirs(root, exist_ok=True)
@@ -343,6 +345,45 @@ def install_root_scripts(gens, tag):
             fsutil.atomic_copy(source, os.path.join(root, name))
             installed.append(name)
     return installed
+
+
+# the root scripts that need nothing from a release: never removed
+SELF_CONTAINED = ('rollback', 'flip')
+
+
+def remove_stale_root_scripts(gens, tag, root, names):
+    """A root script another release installed that ``tag`` does not have
+    would go on running that release's code (bin/evolve-copy with a newer
+    release's evolve steps): it is removed -- only when it is still
+    exactly a copy of that release's script (never a file of the
+    operator's), and never bin/rollback or bin/flip."""
+    removed = []
+    for other in gens.on_disk(strict=False):
+        if other == tag or gens.entry(other) != 'complete':
+            continue
+        try:
+            theirs = gens.manifest(other) or {}
+        except Exception:
+            continue
+        if theirs.get('root-bin-directory') != root:
+            continue
+        for name in theirs.get('root-scripts') or ():
+            if name in names or name in SELF_CONTAINED or name in removed:
+                continue
+            path = os.path.join(root, name)
+            source = os.path.join(gens.path(other), 'bin', name)
+            if os.path.isfile(path) and os.path.isfile(source) and \
+                    _same_content(path, source):
+                os.unlink(path)
+                removed.append(name)
+                logger.info('removed %s: release %s has no such script',
+                            path, tag)
+    return removed
+
+
+def _same_content(a, b):
+    with open(a, 'rb') as fa, open(b, 'rb') as fb:
+        return fa.read() == fb.read()
 
 
 # -- finish ----------------------------------------------------------------

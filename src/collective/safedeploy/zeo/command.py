@@ -36,7 +36,12 @@ def main(argv=None):
         else:
             if not args.data:
                 raise ConfigurationError('start needs --data DATA-ROOT')
-            current = os.path.realpath(os.path.join(args.data, 'current'))
+            from ..data.layout import DataRoot
+            root = DataRoot(args.data)
+            if root.current_name() is None:
+                # a new site: its first, empty generation
+                root.create_empty()
+            current = root.current_path()
             server.start(os.path.join(current, FS),
                          os.path.join(current, BLOBS), args.read_only)
     return cli.run('zeo-server', do)

@@ -135,9 +135,26 @@ class Backend:
             logger.info('restored snapshot %s as data generation %s '
                         '(generation %s kept, %d transaction(s) in it after '
                         'the snapshot)', name, generation, current, count)
+            pruned = self.prune_generations()
             return dict(name=name, backend=self.name, generation=generation,
                         replaced=current, discarded=count,
-                        last_tid=info.get('last_tid'))
+                        last_tid=info.get('last_tid'), pruned=pruned)
+
+    def prune_generations(self, discard_writes=False, dry_run=False):
+        """The data generations beyond ``keep-generations`` go, after a
+        restore made one (call under :meth:`lock`); a failure is logged,
+        not raised: the restore is done."""
+        try:
+            return self.root.prune(
+                getattr(self.config, 'keep_generations',
+                        self.root.DEFAULT_KEEP), self.config.releases,
+                discard_writes=discard_writes, dry_run=dry_run)
+        except Exception as e:
+            if dry_run:
+                raise
+            logger.error('pruning data generations failed: %s (the next '
+                         'restore or bin/snapshot --prune retries)', e)
+            return []
 
 
 class StoreBackend(Backend):
