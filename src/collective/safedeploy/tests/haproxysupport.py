@@ -36,8 +36,11 @@ defaults
     timeout client 30s
     timeout server 30s
     timeout queue 10s
-    retries 3
-    option redispatch
+    # a site answers 503 to a write it did not commit (its database is
+    # frozen or away): HAProxy tries it again on another server
+    retries 40
+    option redispatch 1
+    retry-on 503 conn-failure empty-response
     load-server-state-from-file global
 
 frontend www
