@@ -169,7 +169,7 @@ class Load:
         self.url = url
         self.acked = []
         self.failed = []
-        self.latencies = []      # (start, seconds)
+        self.latencies = []      # (start as time.time(), seconds)
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self.write, args=(i,),
                                          daemon=True)
@@ -180,7 +180,7 @@ class Load:
             t.start()
 
     def request(self, path, method='GET'):
-        started = time.monotonic()
+        wall, started = time.time(), time.monotonic()
         try:
             req = urllib.request.Request(self.url + path, method=method,
                                          data=b'' if method == 'POST'
@@ -191,7 +191,7 @@ class Load:
         except (urllib.error.HTTPError, OSError) as e:
             ok = False
             self.failed.append('%s %s: %s' % (method, path, e))
-        self.latencies.append((started, time.monotonic() - started))
+        self.latencies.append((wall, time.monotonic() - started))
         return ok
 
     def write(self, i):
