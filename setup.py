@@ -92,6 +92,7 @@ setup(
             'snapshot = collective.safedeploy.recipes.snapshot:Snapshot',
             'evolve-copy = collective.safedeploy.recipes.evolve:EvolveCopy',
             'index = collective.safedeploy.recipes.index:Recipe',
+            'promote = collective.safedeploy.recipes.promote:Promote',
         ],
         'console_scripts': [
             'safedeploy-rollback = '
@@ -101,6 +102,7 @@ setup(
             'safedeploy-evolve-copy = '
             'collective.safedeploy.evolve.command:main',
             'safedeploy-zeo-server = collective.safedeploy.zeo.command:main',
+            'safedeploy-promote = collective.safedeploy.promote.command:main',
         ],
     },
 )

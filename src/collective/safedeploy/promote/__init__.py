@@ -1,0 +1,1 @@
+"""bin/promote: a stage upgraded through its twin behind a balancer."""

@@ -1,0 +1,89 @@
+"""``bin/promote STAGE``: the command line of :mod:`.procedure`."""
+import sys
+
+from ..core import cli
+from ..core.errors import ConfigurationError
+from . import procedure
+from . import stages as configuration
+
+
+def parser():
+    p = cli.parser(
+        'promote',
+        'Upgrade a stage through its twin behind the load balancer: the '
+        'twin takes the traffic and the writes, the main set is brought '
+        'up on the data, traffic goes back.  Resumes an unfinished '
+        'promotion.')
+    p.add_argument('stage', nargs='?', type=cli.value,
+                   help='the stage to promote (see --list)')
+    p.add_argument('--dry-run', action='store_true',
+                   help='print the steps (those done by an unfinished '
+                        'promotion marked) and change nothing')
+    p.add_argument('--list', action='store_true',
+                   help='list the stages, what each runs and its last '
+                        'promotion; changes nothing')
+    p.add_argument('--json', action='store_true',
+                   help='with --list: print JSON')
+    p.add_argument('--config', type=cli.value,
+                   help='the stages file ([stages], [stage:NAME])')
+    p.add_argument('--directory', type=cli.value,
+                   help='where each stage\'s journal is kept')
+    return p
+
+
+def listing(stages, directory):
+    rows = []
+    for name, stage in stages.items():
+        row = dict(stage=name, promotable=stage is not None)
+        if stage is not None:
+            row.update(stage.as_dict())
+            row['last'] = procedure.last_promotion(directory, name)
+        rows.append(row)
+    return rows
+
+
+def main(argv=None, **options):
+    p = parser()
+    args = p.parse_args(argv)
+    if args.json and not args.list:
+        p.error('--json goes with --list')
+    if args.list and (args.stage or args.dry_run):
+        p.error('--list takes no stage and no --dry-run')
+    if not args.list and not args.stage:
+        p.error('name the stage to promote, or --list')
+    cli.setup_logging(args.verbose, args.quiet)
+
+    def do():
+        config = args.config or options.get('config')
+        directory = args.directory or options.get('directory')
+        if not config or not directory:
+            raise ConfigurationError(
+                'no stages file or journal directory: set config = and '
+                'directory = in the promote part, or pass --config and '
+                '--directory')
+        stages = configuration.load(config)
+        if args.list:
+            rows = listing(stages, directory)
+            if args.json:
+                cli.print_json(rows)
+            else:
+                for row in rows:
+                    row['last'] = ('%(state)s %(run)s' % row['last']
+                                   if row.get('last') else '-')
+                    row['servers'] = ' '.join(row.get('servers', ()))
+                cli.print_table(rows, [
+                    ('stage', 'stage'), ('data_from', 'data from'),
+                    ('servers', 'servers'), ('last', 'last promotion')])
+            return 0
+        stage = configuration.get(stages, args.stage, config)
+        if stage.data_from != 'self':
+            raise ConfigurationError(
+                'stage %s: data-from = %s is not supported yet; use '
+                'data-from = self' % (stage.name, stage.data_from))
+        return procedure.Promotion(stage, directory).run(
+            dry_run=args.dry_run)
+    return cli.run('promote', do)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The stages a site declares, read from one INI file::
+
+    [stages]
+    order = dev beta test prod
+
+    [stage:beta]
+    root = /srv/site-beta
+    twin = /srv/site-beta_upgrade
+    balancer = haproxy:/run/haproxy/admin.sock backend=beta state-file=...
+    servers = main1 main2
+    twin-servers = twin1
+    zeo = 127.0.0.1:8100
+    twin-zeo = 127.0.0.1:8200
+    data-from = self
+    check = http://127.0.0.1:8081/ok http://127.0.0.1:8082/ok
+    twin-check = http://127.0.0.1:8091/ok
+
+Options (defaults in brackets): ``root`` and ``twin`` (safedeploy sites);
+``data`` [ROOT/data] and ``twin-data`` [TWIN/data], their data roots;
+``zeo`` and ``twin-zeo``, the addresses of the ZEO servers safedeploy
+runs for them, with their state in ``zeo-state`` [ROOT/var/safedeploy-zeo]
+and ``twin-zeo-state`` [TWIN/var/safedeploy-zeo]; ``balancer``;
+``servers`` and ``twin-servers``, their names in the balancer's backend;
+``check`` and ``twin-check``, URLs answering 2xx when that set is healthy
+[none]; ``data-from`` [self]; ``pack`` [false]; ``drain-timeout`` [30]
+seconds; ``check-timeout`` [30] seconds.
+"""
+import configparser
+import os
+
+from ..balancer import parse_spec
+from ..core.errors import ConfigurationError
+from ..core.store import validate_name
+
+KNOWN = ('root', 'twin', 'data', 'twin-data', 'zeo', 'twin-zeo',
+         'zeo-state', 'twin-zeo-state', 'balancer', 'servers',
+         'twin-servers', 'check', 'twin-check', 'data-from', 'pack',
+         'drain-timeout', 'check-timeout')
+REQUIRED = ('root', 'twin', 'balancer', 'servers', 'twin-servers', 'zeo',
+            'twin-zeo')
+DATA_FROM = ('self', 'previous')
+
+
+class Stage:
+    """One ``[stage:NAME]``; ``main`` and ``twin`` are its two sets."""
+
+    def __init__(self, name, values, previous):
+        self.name = name
+        self.previous = previous
+        self.values = values
+        v = values
+        self.root = v['root']
+        self.twin_root = v['twin']
+        self.balancer = v['balancer']
+        self.data_from = v.get('data-from', 'self')
+        self.pack = v.get('pack', 'false') == 'true'
+        self.drain_timeout = float(v.get('drain-timeout', '30'))
+        self.check_timeout = float(v.get('check-timeout', '30'))
+        self.main = Set('main', v['servers'].split(), v['zeo'],
+                        v.get('data') or os.path.join(self.root, 'data'),
+                        v.get('zeo-state') or os.path.join(
+                            self.root, 'var', 'safedeploy-zeo'),
+                        v.get('check', '').split())
+        self.twin = Set('twin', v['twin-servers'].split(), v['twin-zeo'],
+                        v.get('twin-data') or os.path.join(self.twin_root,
+                                                           'data'),
+                        v.get('twin-zeo-state') or os.path.join(
+                            self.twin_root, 'var', 'safedeploy-zeo'),
+                        v.get('twin-check', '').split())
+
+    def as_dict(self):
+        return dict(name=self.name, previous=self.previous,
+                    root=self.root, twin=self.twin_root,
+                    balancer=self.balancer, data_from=self.data_from,
+                    pack=self.pack, servers=self.main.servers,
+                    twin_servers=self.twin.servers)
+
+
+class Set:
+    """The main set or the twin: its servers in the balancer, its ZEO
+    server, its data root and its checks."""
+
+    def __init__(self, role, servers, zeo, data, zeo_state, checks):
+        self.role, self.servers, self.zeo = role, servers, zeo
+        self.data, self.zeo_state, self.checks = data, zeo_state, checks
+
+    def describe(self):
+        return '%s (%s)' % (self.role, ' '.join(self.servers))
+
+
+def load(path):
+    """{name: Stage} in pipeline order, checked."""
+    parser = configparser.ConfigParser(interpolation=None,
+                                       inline_comment_prefixes=('#',))
+    try:
+        with open(path) as f:
+            parser.read_file(f)
+    except FileNotFoundError:
+        raise ConfigurationError(
+            'the stages file %s does not exist; write it with a [stages] '
+            'order = ... section and one [stage:NAME] per stage' % path)
+    except configparser.Error as e:
+        raise ConfigurationError('%s: %s' % (path, str(e).splitlines()[0]))
+    if not parser.has_option('stages', 'order'):
+        raise ConfigurationError(
+            '%s: [stages] order = is missing; e.g. order = dev beta test '
+            'prod' % path)
+    order = parser.get('stages', 'order').split()
+    for name in order:
+        validate_name(name, 'stage name')
+    declared = [s.split(':', 1)[1] for s in parser.sections()
+                if s.startswith('stage:')]
+    for name in declared:
+        if name not in order:
+            raise ConfigurationError(
+                '%s: [stage:%s] is not in [stages] order; add it there or '
+                'remove the section' % (path, name))
+    stages = {}
+    for i, name in enumerate(order):
+        previous = order[i - 1] if i else None
+        section = 'stage:%s' % name
+        if not parser.has_section(section):
+            stages[name] = None     # declared in order, not promotable
+            continue
+        values = dict(parser.items(section))
+        where = '%s [%s]' % (path, section)
+        for key in values:
+            if key not in KNOWN:
+                raise ConfigurationError(
+                    '%s: unknown option %s; known: %s' % (
+                        where, key, ', '.join(KNOWN)))
+        for key in REQUIRED:
+            if not values.get(key, '').strip():
+                raise ConfigurationError('%s: %s = is missing' % (where, key))
+        if values.get('data-from', 'self') not in DATA_FROM:
+            raise ConfigurationError(
+                '%s: data-from = %s; use self or previous' % (
+                    where, values['data-from']))
+        if values.get('data-from') == 'previous' and previous is None:
+            raise ConfigurationError(
+                '%s: data-from = previous, but %s is the first stage' % (
+                    where, name))
+        if values.get('pack', 'false') not in ('true', 'false'):
+            raise ConfigurationError('%s: pack = true or false' % where)
+        for key in ('drain-timeout', 'check-timeout'):
+            try:
+                float(values.get(key, '1'))
+            except ValueError:
+                raise ConfigurationError('%s: %s = a number of seconds' % (
+                    where, key))
+        parse_spec(values['balancer'])
+        both = set(values['servers'].split()) & set(
+            values['twin-servers'].split())
+        if both:
+            raise ConfigurationError(
+                '%s: %s in both servers and twin-servers' % (
+                    where, ', '.join(sorted(both))))
+        stages[name] = Stage(name, values, previous)
+    return stages
+
+
+def get(stages, name, path):
+    if name not in stages:
+        raise ConfigurationError(
+            'no stage %r in %s; stages: %s' % (name, path, ' '.join(stages)))
+    if stages[name] is None:
+        raise ConfigurationError(
+            'stage %s has no [stage:%s] section in %s; add one to promote '
+            'it' % (name, name, path))
+    return stages[name]

@@ -1,0 +1,174 @@
+"""bin/promote through a real HAProxy, real ZEO servers and WSGI clients,
+under load, killed, with failing checks."""
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+import unittest
+
+from collective.safedeploy.core.journal import Journal
+from collective.safedeploy.promote import procedure
+from collective.safedeploy.promote import stages as configuration
+from collective.safedeploy.zeo import server as zeoserver
+from . import promotesupport
+
+
+class PromoteUnderLoadTests(unittest.TestCase):
+
+    def test_promote_twice_under_load_fails_no_request_loses_no_write(self):
+        stage = promotesupport.Stage(self)
+        load = promotesupport.Load(stage.proxy.url)
+        self.addCleanup(load.stop)
+        time.sleep(0.3)
+        for _ in range(2):
+            result = stage.promote()
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual(result.stderr, '')
+            self.assertIn('promoted beta: traffic on main1 main2',
+                          result.stdout)
+            time.sleep(0.3)
+        load.stop()
+        self.assertEqual(load.failed, [], stage.logs())
+        self.assertGreater(len(load.acked), 20)
+        final = stage.dump()
+        self.assertEqual([k for k in load.acked if k not in final], [])
+        self.assertEqual(stage.states(), {'main1': 'ready', 'main2': 'ready',
+                                          'twin1': 'maint'})
+        self.assertIsNone(stage.twin_server.pid())
+        # main data: 1 -> 2 -> 3 through the twin's 1 -> 2
+        self.assertEqual(stage.main_data.current(), '3')
+        self.assertEqual(stage.twin_data.current(), '2')
+        journal = Journal(os.path.join(stage.stages, 'beta', '.journal'))
+        events = [e['event'] for e in journal.entries()]
+        self.assertEqual(events.count('promotion-finished'), 2)
+        # listing and dry run change nothing
+        listed = stage.promote('--list', '--json')
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        rows = {r['stage']: r for r in json.loads(listed.stdout)}
+        self.assertFalse(rows['dev']['promotable'])
+        self.assertEqual(rows['beta']['last']['state'], 'finished')
+        dry = stage.promote('--dry-run', 'beta')
+        self.assertEqual(dry.returncode, 0, dry.stderr)
+        self.assertIn('to_twin.freeze', dry.stdout)
+        self.assertEqual(len(journal.entries()), len(events))
+
+
+class PromoteKilledTests(unittest.TestCase):
+
+    def test_sigkill_at_random_moments_then_a_run_converges(self):
+        stage = promotesupport.Stage(self)
+        load = promotesupport.Load(stage.proxy.url, writers=1, readers=0)
+        self.addCleanup(load.stop)
+        rnd = random.Random(int(os.environ.get('PROMOTE_SEED', '15')))
+        kills = 0
+        steps_seen = set()
+        journal = Journal(os.path.join(stage.stages, 'beta', '.journal'))
+        while kills < 30:
+            process = subprocess.Popen(
+                stage.command('beta'), stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env=zeoserver.child_env())
+            # kill inside the step after the next one journaled (or, one
+            # time in four, while it starts): every step is hit, each run
+            # is cheap
+            done = len(journal.entries())
+            if rnd.random() > 0.25:
+                while process.poll() is None and \
+                        len(journal.entries()) == done:
+                    time.sleep(0.01)
+            time.sleep(rnd.uniform(0.0, 0.4))
+            if process.poll() is not None:
+                process.wait()
+                continue          # finished before the kill: go again
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+            steps_seen.update(e.get('step') for e in journal.entries()
+                              if e['event'] == 'step-done')
+            # every server the balancer sends traffic to has its ZEO
+            # server running
+            states = stage.states()
+            for name, admin in states.items():
+                if admin == 'ready':
+                    server = stage.twin_server if name.startswith('twin') \
+                        else stage.main_server
+                    self.assertIsNotNone(server.pid(), (name, states))
+        result = stage.promote()
+        self.assertEqual(result.returncode, 0, result.stderr)
+        load.stop()
+        final = stage.dump()
+        self.assertEqual([k for k in load.acked if k not in final], [])
+        self.assertEqual(stage.states(), {'main1': 'ready', 'main2': 'ready',
+                                          'twin1': 'maint'})
+        self.assertGreater(len(steps_seen - {None}), 5, steps_seen)
+        print('\n  %d kills, steps reached: %d of %d, %d writes acked, %d '
+              'requests failed' % (kills, len(steps_seen - {None}),
+                                   len(procedure.plan()), len(load.acked),
+                                   len(load.failed)))
+
+
+class PromoteCheckFailsTests(unittest.TestCase):
+
+    def test_a_failing_check_at_each_handover_sends_traffic_back(self):
+        stage = promotesupport.Stage(self)
+        stage.write_config(check_timeout=3)
+        stages = configuration.load(stage.config)
+        load = promotesupport.Load(stage.proxy.url, writers=1, readers=0)
+        self.addCleanup(load.stop)
+        out = open(os.devnull, 'w')
+        self.addCleanup(out.close)
+        for failing, client in [('to_twin.check', 'twin1'),
+                                ('back.check', 'main2')]:
+            def before(step):
+                if step == failing:
+                    stage.stop_client(client)
+            promotion = procedure.Promotion(stages['beta'], stage.stages,
+                                            out=out, before_step=before)
+            with self.assertRaises(procedure.CheckFailed) as caught:
+                promotion.run()
+            message = str(caught.exception)
+            self.assertNotIn('\n', message)
+            self.assertIn('traffic is back on', message)
+            good = ['main1', 'main2'] if client == 'twin1' else ['twin1']
+            ready = [n for n, s in stage.states().items() if s == 'ready']
+            self.assertEqual(sorted(ready), good)
+            # writes go through on the good servers again
+            self.assertTrue(load.request('/write?k=after-%s&v=1' % client,
+                                         'POST'))
+            stage.start_client(client)
+        result = stage.promote()
+        self.assertEqual(result.returncode, 0, result.stderr)
+        load.stop()
+        final = stage.dump()
+        self.assertEqual([k for k in load.acked if k not in final], [])
+        self.assertIn('after-twin1', final)
+        self.assertIn('after-main2', final)
+
+
+class StagesFileTests(unittest.TestCase):
+
+    def test_mistakes_are_one_line(self):
+        import tempfile
+        from collective.safedeploy.core.errors import ConfigurationError
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(__import__('shutil').rmtree, tmp)
+        path = os.path.join(tmp, 'stages.cfg')
+        base = ('[stages]\norder = dev beta\n[stage:beta]\nroot = /r\n'
+                'twin = /t\nbalancer = haproxy:/s backend=b\nservers = a\n'
+                'twin-servers = b\nzeo = 1\ntwin-zeo = 2\n')
+        for extra, message in [
+                ('', None),
+                ('colour = red\n', 'unknown option colour'),
+                ('data-from = elsewhere\n', 'use self or previous'),
+                ('pack = maybe\n', 'pack = true or false'),
+                ('[stage:gamma]\n', 'not in \\[stages\\] order')]:
+            with open(path, 'w') as f:
+                f.write(base + extra)
+            if message is None:
+                stages = configuration.load(path)
+                self.assertIsNone(stages['dev'])
+                self.assertEqual(stages['beta'].main.servers, ['a'])
+                continue
+            with self.assertRaisesRegex(ConfigurationError, message):
+                configuration.load(path)
