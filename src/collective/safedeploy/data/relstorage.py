@@ -394,10 +394,14 @@ class RelStorageRoot:
                   '  </postgresql>', '</relstorage>']
         return '\n'.join(lines) + '\n'
 
-    def catch_up(self, source_db, target_db, timeout=None):
+    def catch_up(self, source_db, target_db):
         """``zodbconvert --incremental``: the transactions of
         ``source_db`` after the copy's last one (the copy is complete:
-        never after an interrupted copy, zodb/relstorage #205)."""
+        never after an interrupted copy, zodb/relstorage #205).  Returns
+        False when there was nothing to catch up."""
+        if self.facts(source_db)['last_tid'] == self.facts(
+                target_db)['last_tid']:
+            return False
         with tempfile.TemporaryDirectory(dir=self.path) as tmp:
             src_blobs = self.blob_dir_for(source_db, tmp, 'src')
             dst_blobs = self.blob_dir_for(target_db, tmp, 'dst')
@@ -408,14 +412,14 @@ class RelStorageRoot:
                     '<relstorage>', '<relstorage source>', 1))
                 f.write(self.zconfig(target_db, blob_dir=dst_blobs).replace(
                     '<relstorage>', '<relstorage destination>', 1))
-            zodbconvert = os.path.join(os.path.dirname(sys.executable),
-                                       'zodbconvert')
-            if not os.path.exists(zodbconvert):
-                zodbconvert = 'zodbconvert'
-            p = commands.run([zodbconvert, '--incremental', conf],
-                             what='zodbconvert --incremental into %s'
-                             % target_db, timeout=timeout)
-        return p.stdout
+            # in this process: no interpreter start in the window
+            from relstorage import zodbconvert
+            try:
+                zodbconvert.main(['zodbconvert', '--incremental', conf])
+            except SystemExit as e:
+                raise RelStorageError('zodbconvert --incremental into %s '
+                                      'failed: %s' % (target_db, e.code))
+        return True
 
     def blob_dir_for(self, db, tmp, which):
         if self.shared_blob_dir:
@@ -605,9 +609,12 @@ def guard(dsn):
     """Wait for standard input to close, then allow connections to the
     site's generations (see :func:`guarded`)."""
     root = RelStorageRoot(tempfile.gettempdir(), dsn)
-    sys.stdout.write('ready\n')
-    sys.stdout.flush()
-    sys.stdin.read()
+    try:
+        sys.stdout.write('ready\n')
+        sys.stdout.flush()
+        sys.stdin.read()
+    except OSError:      # the parent died before it read that
+        pass
     for attempt in range(50):
         try:
             with root.admin() as cur:

@@ -88,11 +88,19 @@ class RelStorageEvolveCopy:
 
     # 1. prepare
     def prepare(self):
+        # what the window uses, imported before it
+        import ZODB.config  # noqa: F401
+        import relstorage.storage  # noqa: F401
+        import relstorage.zodbconvert  # noqa: F401
         root = self.root
         self.name = root.next_name()
         root.generations.stage(self.name, source=self.source,
                                evolve=self.evolve_spec)
         self.how = root.create_copy(self.name, root.site)
+        # started before the window: allows connections again should a
+        # kill interrupt the switch
+        self.guard = guarded(self.root)
+        self.guard.__enter__()
         return 'data generation %s (database %s) from %s by %s' % (
             self.name, root.spare(self.name), self.source,
             'CREATE DATABASE ... TEMPLATE' if self.how == 'template'
@@ -100,10 +108,6 @@ class RelStorageEvolveCopy:
 
     # 2. freeze
     def freeze(self):
-        # started before the window: allows connections again should a
-        # kill interrupt the switch
-        self.guard = guarded(self.root)
-        self.guard.__enter__()
         self.hold = self.root.connect(self.root.site)
         cur = self.hold.cursor()
         cur.execute('SELECT pg_advisory_lock(%s)', (COMMIT_LOCK,))
@@ -114,7 +118,8 @@ class RelStorageEvolveCopy:
     def catch_up(self):
         root = self.root
         self.frozen = root.facts(root.site)
-        root.catch_up(root.site, root.spare(self.name))
+        if not root.catch_up(root.site, root.spare(self.name)):
+            return 'nothing committed since prepare'
         return 'zodbconvert --incremental to transaction %s' % (
             self.frozen['last_tid'],)
 
