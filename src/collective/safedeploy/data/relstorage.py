@@ -106,7 +106,7 @@ class RelStorageRoot:
 
     kind = 'relstorage'
 
-    def __init__(self, path, dsn, keep_history=False, blob_cache=None,
+    def __init__(self, path, dsn, keep_history=None, blob_cache=None,
                  shared_blob_dir=None, cache_dirs=()):
         """``path``: the data root's directory (manifests, journal, lock);
         ``dsn``: the clients' DSN (its dbname is the site's database);
@@ -119,13 +119,54 @@ class RelStorageRoot:
         self.dsn = dsn
         self.params = parse_dsn(dsn)
         self.site = self.params['dbname']
-        self.keep_history = bool(keep_history)
+        self.configured_history = keep_history
+        self._keep_history = None
         self.blob_cache = blob_cache
         self.shared_blob_dir = shared_blob_dir
         self.cache_dirs = list(cache_dirs)
         self.generations = Store(
             os.path.join(self.path, GENERATIONS), DATA_GENERATION,
             current=os.path.join(self.path, CURRENT), remove=self._remove)
+
+    @property
+    def keep_history(self):
+        """Whether the site's schema is history-preserving, as the schema
+        says (``keep-history`` never changes for an existing schema); a
+        configured value that differs is refused.  Before a schema
+        exists: the configured value (default false)."""
+        if self._keep_history is None:
+            found = self.schema_history(self.site)
+            wanted = self.configured_history
+            if found is not None and wanted is not None and \
+                    found != bool(wanted):
+                raise ConfigurationError(
+                    'keep-history = %s, but database %s is history-%s; '
+                    'keep-history never changes for an existing schema: '
+                    'set keep-history = %s (or convert into a new database '
+                    'with zodbconvert)' % (
+                        'true' if wanted else 'false', self.site,
+                        'preserving' if found else 'free',
+                        'true' if found else 'false'))
+            if found is None:
+                return bool(wanted)
+            self._keep_history = found
+        return self._keep_history
+
+    def schema_history(self, db):
+        """True (history-preserving), False (history-free) or None (no
+        RelStorage schema, or no database yet)."""
+        try:
+            conn = self.connect(db)
+        except RelStorageError:
+            return None
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT to_regclass('object_state') IS NOT NULL, "
+                        "to_regclass('transaction') IS NOT NULL")
+            has_schema, has_transactions = cur.fetchone()
+        finally:
+            conn.close()
+        return has_transactions if has_schema else None
 
     # -- the server ---------------------------------------------------------
 
@@ -577,12 +618,12 @@ def root_from_options(option):
         raise ConfigurationError('storage = relstorage needs dsn = (the '
                                  'clients\' libpq DSN, e.g. dbname=site '
                                  'host=/run/postgresql)')
-    keep = (option('keep-history') or 'false').strip().lower()
-    if keep not in ('true', 'false'):
-        raise ConfigurationError('keep-history = %s: use true or false'
-                                 % keep)
+    keep = (option('keep-history') or '').strip().lower()
+    if keep not in ('true', 'false', ''):
+        raise ConfigurationError('keep-history = %s: use true or false (or '
+                                 'leave it out: the schema says)' % keep)
     return RelStorageRoot(
-        data, dsn, keep_history=keep == 'true',
+        data, dsn, keep_history={'true': True, 'false': False}.get(keep),
         blob_cache=option('blob-cache') or None,
         shared_blob_dir=option('shared-blob-dir') or None,
         cache_dirs=(option('client-cache') or '').split())

@@ -219,6 +219,14 @@ class RelStorageTests(unittest.TestCase):
         # writes (the first five were made before it started)
         self.assertEqual(sorted(copy), list(range(len(copy))))
         self.assertGreaterEqual(len(copy), 5)
+        # keep-history never changes for an existing schema
+        from collective.safedeploy.core.errors import ConfigurationError
+        from collective.safedeploy.data.relstorage import RelStorageRoot
+        wrong = RelStorageRoot(root.path, root.dsn, keep_history=False)
+        with self.assertRaises(ConfigurationError) as e:
+            wrong.keep_history
+        self.assertIn('database hpsnap is history-preserving', str(e.exception))
+        self.assertTrue(RelStorageRoot(root.path, root.dsn).keep_history)
 
     # -- evolve-copy ----------------------------------------------------------
 
