@@ -629,6 +629,30 @@ def root_from_options(option):
         cache_dirs=(option('client-cache') or '').split())
 
 
+def options_getter(options):
+    """``option(name)`` over a part's options (or keyword arguments)."""
+    return lambda name: (options.get(name) or
+                         options.get(name.replace('-', '_')) or None)
+
+
+def switch_back_with(options, target, discard_writes=False):
+    """bin/rollback's data step on RelStorage: ``target`` current again
+    (see :meth:`RelStorageRoot.rollback`)."""
+    return root_from_options(options_getter(options)).rollback(
+        target, discard_writes=discard_writes)
+
+
+def undo_with(options, before):
+    """Put ``before`` back as the current generation (a rollback whose
+    release side failed)."""
+    root = root_from_options(options_getter(options))
+    with root.lock():
+        now = root.current_name()
+        if now != before:
+            root.switch_to(before, via='undo', left=now)
+    return now
+
+
 @contextlib.contextmanager
 def guarded(root):
     """A guard process for the length of the block: when the block ends,

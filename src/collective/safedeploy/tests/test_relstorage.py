@@ -256,6 +256,20 @@ class RelStorageTests(unittest.TestCase):
         self.assertIn('read-only window:', out)
         self.assertIn('freeze:', out)
         self.check_evolved(root, acked)
+        # bin/rollback's data step (switch back to the release's data):
+        # refused without consent, then done, then undone
+        from collective.safedeploy.release.rollback import DataStep
+        options = {'data': root.path, 'dsn': root.dsn,
+                   'storage': 'relstorage', 'client-cache': self.caches}
+        self.assertRaises(Refused, DataStep('switch-back', '1', options,
+                                            False).run)
+        self.assertEqual(root.current_name(), '2')
+        step = DataStep('switch-back', '1', options, True)
+        self.assertEqual(step.run()['generation'], '1')
+        self.assertEqual(root.databases()[root.site][0], '1')
+        self.assertIn('back on generation 2', step.undo())
+        self.assertEqual(root.databases()[root.site][0], '2')
+        self.assertEqual(root.current_name(), '2')
 
     def test_evolve_copy_with_writer_history_preserving(self):
         root = self.site('evhp', keep_history=True)
