@@ -240,6 +240,21 @@ class RelStorageTests(unittest.TestCase):
         acked, err = self.stop_writer(w)
         return p.stdout, acked
 
+    def write_after(self, root):
+        """One transaction on the current generation (the writer's
+        acknowledgements read so far may all predate the switch)."""
+        import transaction
+        db = pgsupport.open_db(root.dsn, tempfile.mkdtemp(dir=self.tmp),
+                               root.keep_history)
+        try:
+            tm = transaction.TransactionManager()
+            conn = db.open(transaction_manager=tm)
+            conn.root()['after'] = 1
+            tm.commit()
+            conn.close()
+        finally:
+            db.close()
+
     def check_evolved(self, root, acked, generation='2'):
         self.assertEqual(root.current_name(), generation)
         self.assertEqual(root.databases()[root.site][0], generation)
@@ -259,6 +274,7 @@ class RelStorageTests(unittest.TestCase):
         # bin/rollback's data step (switch back to the release's data):
         # refused without consent, then done, then undone
         from collective.safedeploy.release.rollback import DataStep
+        self.write_after(root)
         options = {'data': root.path, 'dsn': root.dsn,
                    'storage': 'relstorage', 'client-cache': self.caches}
         self.assertRaises(Refused, DataStep('switch-back', '1', options,
@@ -277,6 +293,7 @@ class RelStorageTests(unittest.TestCase):
         self.check_evolved(root, acked)
         # rollback with data: writes since the switch are not discarded
         # without consent ...
+        self.write_after(root)
         open(os.path.join(self.caches, 'client-0.rscache'), 'w').close()
         self.assertRaises(Refused, root.rollback)
         self.assertEqual(root.current_name(), '2')
@@ -386,3 +403,33 @@ class RelStorageTests(unittest.TestCase):
         spare = {db for db in root.databases() if db != root.site}
         self.assertEqual(spare, {root.spare(r['name']) for r in rows
                                  if r['exists'] and not r['current']})
+
+
+class RelStorageRecipeTests(unittest.TestCase):
+    """storage = relstorage in the evolve-copy part, with a real
+    bin/buildout: no ZEO part needed, a DSN required."""
+
+    def test_dsn_is_required(self):
+        from collective.safedeploy.tests import support
+        from collective.safedeploy.tests.test_evolve_recipe import \
+            has_entry_point
+        if not has_entry_point():
+            self.skipTest('the site environment has no zc.buildout entry '
+                          'point evolve-copy (run "bash dev.sh setup")')
+        sample = support.SampleBuildout()
+        self.addCleanup(sample.cleanup)
+        sample.write_config('''\
+            parts = evolve-copy
+
+            [evolve-copy]
+            recipe = collective.safedeploy:evolve-copy
+            storage = relstorage
+            dsn = host=/run/postgresql
+            data = var/data
+            evolve = some.package
+            ''')
+        result = sample.buildout()
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn('dsn = host=/run/postgresql must name the site\'s '
+                      'database with dbname=', result.output)
+        self.assertNotIn('Traceback', result.output)
