@@ -653,6 +653,50 @@ def undo_with(options, before):
     return now
 
 
+def snapshot_command(args, options):
+    """bin/snapshot with ``storage = relstorage``: a snapshot is a data
+    generation (a database ``<site>_gN``), named by its number."""
+    from ..core import cli
+    root = root_from_options(options_getter(options))
+    if args.name or args.destroy or args.for_release or args.force:
+        raise ConfigurationError(
+            'storage = relstorage: snapshots are data generations named by '
+            'number; take one with bin/snapshot, list them with --list, '
+            'remove old ones with --prune')
+    if args.list:
+        rows = root.history()
+        if args.json:
+            cli.print_json(rows)
+        else:
+            cli.print_table(rows, [('name', 'NAME'), ('built', 'BUILT'),
+                                   ('database', 'DATABASE'),
+                                   ('state', 'STATE')])
+        return 0
+    if args.adopt:
+        print('adopted database %s as data generation %s' % (
+            root.site, root.adopt()))
+        return 0
+    if args.restore:
+        result = root.rollback(args.restore,
+                               discard_writes=args.discard_writes)
+        print('data generation %s is database %s again (generation %s '
+              'kept; %d client cache files removed)' % (
+                  result['generation'], root.site, result['left'],
+                  result['caches']))
+        return 0
+    with root.lock():
+        if args.prune:
+            keep = int(options.get('keep') or 10)
+            for name in root.generations.prune(keep) if keep else []:
+                print('pruned data generation %s' % name)
+            return 0
+        name = root.new_generation()
+    m = root.generations.manifest(name)
+    print('snapshot %s taken (database %s, %s, last transaction %s)' % (
+        name, root.spare(name), m['copied_by'], m['last_tid']))
+    return 0
+
+
 @contextlib.contextmanager
 def guarded(root):
     """A guard process for the length of the block: when the block ends,

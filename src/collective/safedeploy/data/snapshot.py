@@ -232,6 +232,10 @@ def parser(prog='snapshot'):
     p.add_argument('--dataset', type=cli.value, help='zfs: the dataset')
     p.add_argument('--keep', type=cli.value,
                    help='snapshots to keep (0: all)')
+    p.add_argument('--storage', type=cli.value,
+                   help='filestorage (default) or relstorage')
+    p.add_argument('--dsn', type=cli.value,
+                   help='with --storage relstorage: the clients\' libpq DSN')
     return p
 
 
@@ -256,7 +260,7 @@ def main(argv=None, **options):
     p = parser(prog)
     args = p.parse_args(argv)
     check_arguments(p, args)
-    for key in ('data', 'backend', 'dataset', 'keep'):
+    for key in ('data', 'backend', 'dataset', 'keep', 'storage', 'dsn'):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     cli.setup_logging(args.verbose, args.quiet)
@@ -269,6 +273,9 @@ def main(argv=None, **options):
 
 
 def dispatch(args, options):
+    from . import relstorage
+    if relstorage.is_relstorage(relstorage.options_getter(options)):
+        return relstorage.snapshot_command(args, options)
     if args.list:
         name, rows = listing(options)
         if args.json:

@@ -198,11 +198,23 @@ class RelStorageTests(unittest.TestCase):
         self.assertEqual(root.generations.manifest('3')['copied_by'], 'dump')
         self.assertEqual(root.generations.manifest('3')['blobs'], 3)
         self.assertEqual(self.read(root, '3', 'o5'), {'i': 5})
+        # bin/snapshot on the same data root
+        from collective.safedeploy.data import snapshot
+        options = dict(storage='relstorage', dsn=root.dsn, data=root.path,
+                       keep='3')
+        self.assertEqual(snapshot.main(['-q'], **options), 0)
+        self.assertEqual(snapshot.main(['--list', '--json'], **options), 0)
+        self.assertIn('gens_g4', root.databases())
+        self.assertEqual(snapshot.main(['--prune'], **options), 0)
+        # 3 goes: 1 is the previous good one, 4 the newest
+        self.assertEqual(sorted(root.databases()),
+                         ['gens', 'gens_g1', 'gens_g4'])
+        self.assertEqual(snapshot.main(['mysnap'], **options), 1)
         # removing a generation drops its database; never the current one
         with root.lock():
             root.generations.discard('1', 'no longer needed')
             self.assertRaises(Refused, root.generations.discard, '2', 'x')
-        self.assertEqual(sorted(root.databases()), ['gens', 'gens_g3'])
+        self.assertEqual(sorted(root.databases()), ['gens', 'gens_g4'])
 
     def test_snapshot_while_writing_history_preserving(self):
         root = self.site('hpsnap', keep_history=True)
