@@ -34,8 +34,6 @@ import contextlib
 import logging
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -701,28 +699,32 @@ def snapshot_command(args, options):
 def guarded(root):
     """A guard process for the length of the block: when the block ends,
     or the process running it is killed, the guard allows connections on
-    every generation again (an ALTER DATABASE a kill interrupted)."""
-    p = subprocess.Popen(
-        [sys.executable, '-m', __name__, root.dsn], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, start_new_session=True)
-    p.stdout.readline()     # connected: ready to repair
+    every generation again (an ALTER DATABASE a kill interrupted).
+
+    Forked (no interpreter to start) into a session of its own; it waits
+    for the end of a pipe only this process holds open."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:            # the guard
+        code = 1
+        try:
+            os.close(write)
+            os.setsid()
+            code = guard(root, read)
+        finally:
+            os._exit(code)
+    os.close(read)
     try:
-        yield p
+        yield pid
     finally:
-        p.stdin.close()
-        p.wait()
-        p.stdout.close()
+        os.close(write)
+        os.waitpid(pid, 0)
 
 
-def guard(dsn):
-    """Wait for standard input to close, then allow connections to the
-    site's generations (see :func:`guarded`)."""
-    root = RelStorageRoot(tempfile.gettempdir(), dsn)
-    try:
-        sys.stdout.write('ready\n')
-        sys.stdout.flush()
-        sys.stdin.read()
-    except OSError:      # the parent died before it read that
+def guard(root, fd):
+    """Wait until ``fd`` ends, then allow connections to the site's
+    generations (see :func:`guarded`)."""
+    while os.read(fd, 1024):
         pass
     for attempt in range(50):
         try:
@@ -734,7 +736,3 @@ def guard(dsn):
             logger.warning('guard: %s', e)
             time.sleep(0.2)
     return 1
-
-
-if __name__ == '__main__':
-    sys.exit(guard(sys.argv[1]))

@@ -51,6 +51,14 @@ SCHEMA = opts.Schema([
     opts.Option('keep', str(DEFAULT_KEEP), opts.integer(0)),
     opts.Option('files', DEFAULT_FILES, _files),
     opts.Option('releases', '', opts.text),
+    # RelStorage/PostgreSQL (data/relstorage.py)
+    opts.Option('storage', 'filestorage', opts.choice('filestorage',
+                                                      'relstorage')),
+    opts.Option('dsn', '', opts.text),
+    opts.Option('keep-history', '', opts.text),
+    opts.Option('blob-cache', '', opts.text),
+    opts.Option('client-cache', '', opts.text),
+    opts.Option('shared-blob-dir', '', opts.text),
 ], allowed=('recipe', 'eggs', 'find-links', 'index', 'extra-paths'))
 
 

@@ -9,6 +9,7 @@
     dataset =                 # zfs: the dataset, e.g. tank/site
     keep = 10
     files = filestorage/Data.fs blobstorage
+    storage = filestorage     # or relstorage, with dsn = (docs/relstorage)
 
 bin/snapshot calls :func:`collective.safedeploy.data.snapshot.main` with
 the options as keyword arguments; the options are checked here with the
@@ -21,7 +22,9 @@ from ..data import snapshot
 from .base import EGG_OPTIONS
 from .base import RootScript
 
-OPTIONS = ('backend', 'data', 'dataset', 'keep', 'files', 'releases')
+OPTIONS = ('backend', 'data', 'dataset', 'keep', 'files', 'releases',
+           'storage', 'dsn', 'keep-history', 'blob-cache', 'client-cache',
+           'shared-blob-dir')
 
 
 class Snapshot(RootScript):
@@ -45,6 +48,9 @@ class Snapshot(RootScript):
         snapshot.Config(where=self.where, **self.arguments())
 
     def eggs(self):
+        if self.options.get('storage') == 'relstorage':
+            return ['collective.safedeploy', 'ZODB', 'RelStorage',
+                    'psycopg2-binary']
         return ['collective.safedeploy', 'ZODB']
 
     def arguments(self):

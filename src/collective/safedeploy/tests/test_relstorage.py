@@ -202,14 +202,27 @@ class RelStorageTests(unittest.TestCase):
         from collective.safedeploy.data import snapshot
         options = dict(storage='relstorage', dsn=root.dsn, data=root.path,
                        keep='3')
-        self.assertEqual(snapshot.main(['-q'], **options), 0)
-        self.assertEqual(snapshot.main(['--list', '--json'], **options), 0)
-        self.assertIn('gens_g4', root.databases())
-        self.assertEqual(snapshot.main(['--prune'], **options), 0)
+        import contextlib
+        import io
+        import json
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(out):
+            self.assertEqual(snapshot.main(['-q'], **options), 0)
+            self.assertIn('gens_g4', root.databases())
+            start = out.tell()
+            self.assertEqual(snapshot.main(['--list', '--json'], **options),
+                             0)
+            listed = json.loads(out.getvalue()[start:])
+            self.assertEqual([r['database'] for r in listed],
+                             ['gens_g1', 'gens', 'gens_g3', 'gens_g4'])
+            self.assertEqual(snapshot.main(['--prune'], **options), 0)
+            self.assertEqual(snapshot.main(['mysnap'], **options), 1)
+        self.assertIn('snapshots are data generations named by number',
+                      out.getvalue())
         # 3 goes: 1 is the previous good one, 4 the newest
         self.assertEqual(sorted(root.databases()),
                          ['gens', 'gens_g1', 'gens_g4'])
-        self.assertEqual(snapshot.main(['mysnap'], **options), 1)
         # removing a generation drops its database; never the current one
         with root.lock():
             root.generations.discard('1', 'no longer needed')
