@@ -70,6 +70,11 @@ setup(
             'ZEO>=6',
             'zc.beforestorage',
         ],
+        'relstorage': [
+            'ZODB>=5.8',
+            'RelStorage>=4',
+            'psycopg2-binary>=2.9',
+        ],
         'test': [
             'zope.testrunner',
             'ZODB>=5.8',

@@ -66,6 +66,14 @@ SCHEMA = opts.Schema([
     opts.Option('releases', '', opts.text),
     opts.Option('keep-generations', str(DataRoot.DEFAULT_KEEP),
                 opts.integer(0)),
+    # RelStorage/PostgreSQL (data/relstorage.py)
+    opts.Option('storage', 'filestorage', opts.choice('filestorage',
+                                                      'relstorage')),
+    opts.Option('dsn', '', opts.text),
+    opts.Option('keep-history', '', opts.text),
+    opts.Option('blob-cache', '', opts.text),
+    opts.Option('client-cache', '', opts.text),
+    opts.Option('shared-blob-dir', '', opts.text),
 ], allowed=('recipe', 'eggs', 'find-links', 'index', 'extra-paths'))
 
 
@@ -268,6 +276,10 @@ def parser(prog='snapshot'):
                    help='snapshots to keep (0: all)')
     p.add_argument('--keep-generations', type=cli.value,
                    help='data generations to keep (0: all)')
+    p.add_argument('--storage', type=cli.value,
+                   help='filestorage (default) or relstorage')
+    p.add_argument('--dsn', type=cli.value,
+                   help='with --storage relstorage: the clients\' libpq DSN')
     return p
 
 
@@ -295,7 +307,8 @@ def main(argv=None, **options):
     p = parser(prog)
     args = p.parse_args(argv)
     check_arguments(p, args)
-    for key in ('data', 'backend', 'dataset', 'keep', 'keep_generations'):
+    for key in ('data', 'backend', 'dataset', 'keep', 'keep_generations',
+                'storage', 'dsn'):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     cli.setup_logging(args.verbose, args.quiet)
@@ -308,6 +321,9 @@ def main(argv=None, **options):
 
 
 def dispatch(args, options):
+    from . import relstorage
+    if relstorage.is_relstorage(relstorage.options_getter(options)):
+        return relstorage.snapshot_command(args, options)
     if args.list and args.generations:
         rows = generations_listing(options)
         if args.json:

@@ -58,6 +58,10 @@ def parser():
     p.add_argument('--zeo-state', type=cli.value)
     p.add_argument('--freeze-command', type=cli.value)
     p.add_argument('--thaw-command', type=cli.value)
+    p.add_argument('--storage', type=cli.value,
+                   help='filestorage (default) or relstorage')
+    p.add_argument('--dsn', type=cli.value,
+                   help='with --storage relstorage: the clients\' libpq DSN')
     return p
 
 
@@ -97,6 +101,17 @@ def main(argv=None, **options):
             raise ConfigurationError('no data root: set data = in the '
                                      'evolve-copy part or pass --data')
         evolve = option('evolve')
+        from ..data.relstorage import is_relstorage
+        if is_relstorage(option):
+            from . import relstorage
+            if args.resume or args.rehearse or args.switch_back:
+                raise ConfigurationError(
+                    'storage = relstorage: --resume, --rehearse and '
+                    '--switch-back are not available; run bin/evolve-copy '
+                    '(a killed run starts again on a fresh copy) or '
+                    'bin/rollback --with-data')
+            release, releases = current_release(option('current'))
+            return relstorage.main(option, release, releases)
         if args.rehearse:
             keep = args.keep_sandbox is not None
             result = rehearse(data, evolve, sandbox=args.keep_sandbox or None,

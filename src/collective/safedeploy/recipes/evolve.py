@@ -20,8 +20,16 @@ back: ``client-stop-command``, ``client-start-command``,
 ``release`` (recorded when no ``current`` release is found),
 ``current`` (default ``${safedeploy:current}``) and ``keep-generations``
 (data generations kept after a successful run, default 3; 0: all).
+
+On RelStorage/PostgreSQL: ``storage = relstorage`` (default
+``filestorage``) and ``dsn`` (the clients' libpq DSN; its ``dbname`` is
+the site's database); ``keep-history`` (default: what the schema is),
+``blob-cache``, ``shared-blob-dir`` and ``client-cache`` (the clients'
+``cache-local-dir``).  Production is frozen by RelStorage's own commit
+lock: no ``zeo`` or freeze command.
 """
 import os
+import re
 
 from ..core import commands
 from ..core import options as opts
@@ -36,7 +44,8 @@ from .base import RootScript
 PASSED = ('data', 'evolve', 'evolve-context', 'evolve-key', 'zeo-address',
           'zeo-state', 'runzeo', 'freeze-command', 'thaw-command',
           'release', 'client-stop-command', 'client-start-command',
-          'client-cache', 'current', 'keep-generations')
+          'client-cache', 'current', 'keep-generations', 'storage', 'dsn',
+          'keep-history', 'blob-cache', 'shared-blob-dir')
 
 
 def _command(raw, where):
@@ -70,12 +79,20 @@ class EvolveCopy(RootScript):
         opts.Option('current', '', opts.text),
         opts.Option('keep-generations', str(DEFAULT_KEEP_GENERATIONS),
                     opts.integer(0)),
+        opts.Option('storage', 'filestorage', opts.choice(
+            'filestorage', 'relstorage')),
+        opts.Option('dsn', '', opts.text),
+        opts.Option('keep-history', '', opts.text),
+        opts.Option('blob-cache', '', opts.text),
+        opts.Option('shared-blob-dir', '', opts.text),
     ], allowed=EGG_OPTIONS)
 
     def configure(self):
         o = self.options
         values = self.schema.parse(o, self.where)
         zeo = values['zeo']
+        if values['storage'] == 'relstorage':
+            return self.configure_relstorage(values)
         try:
             check_choice(zeo or values['zeo-address'],
                          values['freeze-command'], values['thaw-command'],
@@ -107,12 +124,32 @@ class EvolveCopy(RootScript):
         o.setdefault('eggs', '')
         o['keep-generations'] = str(values['keep-generations'])
 
+    def configure_relstorage(self, values):
+        o = self.options
+        if not values['dsn']:
+            raise ConfigurationError(
+                '%s is required with storage = relstorage, e.g. dsn = '
+                'dbname=site host=/run/postgresql' % self.where('dsn'))
+        if not re.search(r'(^|\s)dbname\s*=\s*[a-z_][a-z0-9_]*(\s|$)',
+                         values['dsn']):
+            raise ConfigurationError(
+                '%s = %s must name the site\'s database with dbname= (lower-'
+                'case letters, digits and "_"), e.g. dbname=site host=/run/'
+                'postgresql' % (self.where('dsn'), values['dsn']))
+        o['data'] = os.path.normpath(os.path.join(self.directory,
+                                                  values['data']))
+        if not o.get('current', '').strip():
+            o['current'] = self.settings().current
+        o.setdefault('eggs', '')
+
     def eggs(self):
         # what evolve-copy itself needs: ZODB (catch-up, verify, evolve),
         # zc.beforestorage (--rehearse), ZEO (the built-in freeze/thaw)
         needed = ['collective.safedeploy', 'ZODB', 'zc.beforestorage']
         if self.options.get('zeo-address'):
             needed.append('ZEO')
+        if self.options.get('storage') == 'relstorage':
+            needed += ['RelStorage', 'psycopg2-binary']
         return needed
 
     def arguments(self):

@@ -10,6 +10,7 @@
     keep = 10                 # snapshots
     keep-generations = 3      # data generations (after a restore)
     files = filestorage/Data.fs blobstorage
+    storage = filestorage     # or relstorage, with dsn = (docs/relstorage)
 
 bin/snapshot calls :func:`collective.safedeploy.data.snapshot.main` with
 the options as keyword arguments; the options are checked here with the
@@ -23,7 +24,8 @@ from .base import EGG_OPTIONS
 from .base import RootScript
 
 OPTIONS = ('backend', 'data', 'dataset', 'keep', 'files', 'releases',
-           'keep-generations')
+           'keep-generations', 'storage', 'dsn', 'keep-history',
+           'blob-cache', 'client-cache', 'shared-blob-dir')
 
 
 class Snapshot(RootScript):
@@ -47,6 +49,9 @@ class Snapshot(RootScript):
         snapshot.Config(where=self.where, **self.arguments())
 
     def eggs(self):
+        if self.options.get('storage') == 'relstorage':
+            return ['collective.safedeploy', 'ZODB', 'RelStorage',
+                    'psycopg2-binary']
         return ['collective.safedeploy', 'ZODB']
 
     def arguments(self):

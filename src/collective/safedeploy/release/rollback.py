@@ -109,6 +109,10 @@ class DataStep:
             self.result = snapshot.restore(
                 self.options, self.target,
                 discard_writes=self.discard_writes)
+        elif self.options.get('storage') == 'relstorage':
+            from ..data import relstorage
+            self.result = relstorage.switch_back_with(
+                self.options, self.target, self.discard_writes)
         else:
             from ..evolve import switchback
             self.result = switchback.switch_data_back_with(
@@ -127,6 +131,13 @@ class DataStep:
         where the data is."""
         if self.before is None:
             return 'the data was not changed'
+        if self.options.get('storage') == 'relstorage':
+            from ..data import relstorage
+            now = relstorage.undo_with(self.options, self.before)
+            if now == self.before:
+                return 'the data was not changed (generation %s)' % now
+            return ('data current back on generation %s (generation %s '
+                    'kept)' % (self.before, now))
         root = self.root()
         if self.kind == 'restore' and (self.result or {}).get('backend') \
                 == 'zfs':

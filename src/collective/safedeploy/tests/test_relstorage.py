@@ -1,0 +1,460 @@
+"""RelStorage on a real PostgreSQL: generations are databases, switched by
+rename; snapshots; evolve-copy with a writer; kills; rollback with data."""
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+from collective.safedeploy.core.errors import Refused
+from collective.safedeploy.data.relstorage import make_dsn
+from collective.safedeploy.tests import pgsupport
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def bump(root, commit):
+    """The evolve of these tests: one step."""
+    root['generation'] = root.get('generation', 0) + 1
+    commit('bump')
+
+
+class ClusterLayer:
+    """One PostgreSQL cluster for these tests (each uses databases of
+    its own)."""
+
+    cluster = None
+    skip_reason = None
+
+    @classmethod
+    def setUp(cls):
+        cls.skip_reason = pgsupport.missing()
+        if cls.skip_reason:
+            return
+        cls.cluster = pgsupport.Cluster()
+        try:
+            cls.cluster.start()
+        except BaseException:
+            cls.cluster.stop()
+            raise
+
+    @classmethod
+    def tearDown(cls):
+        if cls.cluster is not None:
+            cls.cluster.stop()
+            cls.cluster = None
+
+
+class RelStorageTests(unittest.TestCase):
+
+    layer = ClusterLayer
+
+    def setUp(self):
+        if ClusterLayer.skip_reason:
+            self.skipTest(ClusterLayer.skip_reason)
+        self.cluster = ClusterLayer.cluster
+        self.tmp = tempfile.mkdtemp(prefix='rs-')
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    # -- fixtures -------------------------------------------------------------
+
+    def site(self, name, keep_history=False, objects=20, blobs=3):
+        """A site database ``name`` with objects and blobs, adopted as
+        generation 1; returns its RelStorageRoot."""
+        import transaction
+        from BTrees.OOBTree import OOBTree
+        from ZODB.blob import Blob
+        from collective.safedeploy.data.relstorage import RelStorageRoot
+        self.caches = os.path.join(self.tmp, 'cache-' + name)
+        os.mkdir(self.caches)
+        root = RelStorageRoot(os.path.join(self.tmp, name),
+                              self.cluster.dsn(name),
+                              keep_history=keep_history,
+                              blob_cache=self.blob_cache(name),
+                              cache_dirs=[self.caches])
+        with root.admin() as cur:
+            cur.execute('CREATE DATABASE %s' % name)
+        self.addCleanup(self.drop_all, root)
+        db = pgsupport.open_db(root.dsn, self.blob_cache(name),
+                               keep_history, create=True)
+        try:
+            tm = transaction.TransactionManager()
+            conn = db.open(transaction_manager=tm)
+            r = conn.root()
+            r['writes'] = OOBTree()
+            for i in range(objects):
+                r['o%d' % i] = OOBTree({'i': i})
+            for i in range(blobs):
+                b = Blob()
+                with b.open('w') as f:
+                    f.write(b'blob %d ' % i * 1000)
+                r['b%d' % i] = b
+            tm.commit()
+            conn.close()
+        finally:
+            db.close()
+        self.assertEqual(root.adopt(), '1')
+        return root
+
+    def blob_cache(self, name):
+        path = os.path.join(self.tmp, 'blobcache-' + name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def drop_all(self, root):
+        with root.admin() as cur:
+            for db in root.databases(cur):
+                cur.execute('SELECT pg_terminate_backend(pid) FROM '
+                            'pg_stat_activity WHERE datname = %s', (db,))
+                cur.execute('DROP DATABASE IF EXISTS %s' % db)
+
+    def read(self, root, dbname, key):
+        import transaction
+        db = pgsupport.open_db(root.generation_dsn(dbname) if dbname.isdigit()
+                               else make_dsn(root.params, dbname),
+                               tempfile.mkdtemp(dir=self.tmp),
+                               root.keep_history)
+        try:
+            tm = transaction.TransactionManager()
+            conn = db.open(transaction_manager=tm)
+            value = conn.root().get(key)
+            if hasattr(value, 'items'):
+                value = dict(value.items())
+            tm.abort()
+            conn.close()
+            return value
+        finally:
+            db.close()
+
+    def writer(self, root):
+        p = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, 'pgsupport.py'), root.dsn,
+             tempfile.mkdtemp(dir=self.tmp),
+             'true' if root.keep_history else 'false'],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=self.env())
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        p.acked = []
+        return p
+
+    def stop_writer(self, p):
+        out, err = p.communicate(b'', timeout=60)
+        return p.acked + [int(x) for x in out.split()], err.decode()
+
+    def wait_for_writes(self, p, n):
+        # the writer commits before it prints; the first acks show it runs
+        got = 0
+        while got < n:
+            line = p.stdout.readline()
+            self.assertTrue(line, 'the writer died')
+            p.acked.append(int(line))
+            got += 1
+        return got
+
+    def env(self):
+        env = dict(os.environ)
+        env['PYTHONPATH'] = os.pathsep.join(sys.path)
+        return env
+
+    def evolve_args(self, root):
+        return [sys.executable, '-m', 'collective.safedeploy.evolve.command',
+                '--storage', 'relstorage', '--dsn', root.dsn, '--data',
+                root.path, '--evolve', __name__ + ':bump', '-q']
+
+    # -- generations as databases ---------------------------------------------
+
+    def test_generations_snapshot_switch_prune(self):
+        root = self.site('gens')
+        self.assertEqual(root.databases(), {'gens': ('1', True)})
+        before = root.facts('gens')
+        with root.lock():
+            # nothing connected: CREATE DATABASE ... TEMPLATE
+            self.assertEqual(root.new_generation(), '2')
+        manifest = root.generations.manifest('2')
+        self.assertEqual(manifest['copied_by'], 'template')
+        self.assertEqual(manifest['database_at_build'], 'gens_g2')
+        self.assertEqual((manifest['last_tid'], manifest['objects'],
+                          manifest['blobs']),
+                         (before['last_tid'], before['objects'], 3))
+        with root.lock():
+            root.switch_to('2')
+        self.assertEqual(root.databases(), {'gens': ('2', True),
+                                            'gens_g1': ('1', True)})
+        entry = [e for e in root.generations.journal.entries()
+                 if e['event'] == 'published'][-1]
+        self.assertEqual(entry['databases'], {'2': 'gens', '1': 'gens_g1'})
+        self.assertEqual(root.current_name(), '2')
+        # a client connected: pg_dump/pg_restore, caught up
+        conn = root.connect('gens')
+        try:
+            with root.lock():
+                self.assertEqual(root.new_generation(), '3')
+        finally:
+            conn.close()
+        self.assertEqual(root.generations.manifest('3')['copied_by'], 'dump')
+        self.assertEqual(root.generations.manifest('3')['blobs'], 3)
+        self.assertEqual(self.read(root, '3', 'o5'), {'i': 5})
+        # bin/snapshot on the same data root
+        from collective.safedeploy.data import snapshot
+        options = dict(storage='relstorage', dsn=root.dsn, data=root.path,
+                       keep='3')
+        import contextlib
+        import io
+        import json
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(out):
+            self.assertEqual(snapshot.main(['-q'], **options), 0)
+            self.assertIn('gens_g4', root.databases())
+            start = out.tell()
+            self.assertEqual(snapshot.main(['--list', '--json'], **options),
+                             0)
+            listed = json.loads(out.getvalue()[start:])
+            self.assertEqual([r['database'] for r in listed],
+                             ['gens_g1', 'gens', 'gens_g3', 'gens_g4'])
+            self.assertEqual(snapshot.main(['--prune'], **options), 0)
+            self.assertEqual(snapshot.main(['mysnap'], **options), 1)
+        self.assertIn('snapshots are data generations named by number',
+                      out.getvalue())
+        # 3 goes: 1 is the previous good one, 4 the newest
+        self.assertEqual(sorted(root.databases()),
+                         ['gens', 'gens_g1', 'gens_g4'])
+        # removing a generation drops its database; never the current one
+        with root.lock():
+            root.generations.discard('1', 'no longer needed')
+            self.assertRaises(Refused, root.generations.discard, '2', 'x')
+        self.assertEqual(sorted(root.databases()), ['gens', 'gens_g4'])
+
+    def test_snapshot_while_writing_history_preserving(self):
+        root = self.site('hpsnap', keep_history=True)
+        w = self.writer(root)
+        self.wait_for_writes(w, 5)
+        with root.lock():
+            name = root.new_generation()
+        acked, _ = self.stop_writer(w)
+        m = root.generations.manifest(name)
+        self.assertEqual(m['copied_by'], 'dump')
+        self.assertTrue(m['keep_history'])
+        copy = self.read(root, name, 'writes')
+        # the copy is a consistent state: a prefix of the acknowledged
+        # writes (the first five were made before it started)
+        self.assertEqual(sorted(copy), list(range(len(copy))))
+        self.assertGreaterEqual(len(copy), 5)
+        # keep-history never changes for an existing schema
+        from collective.safedeploy.core.errors import ConfigurationError
+        from collective.safedeploy.data.relstorage import RelStorageRoot
+        wrong = RelStorageRoot(root.path, root.dsn, keep_history=False)
+        with self.assertRaises(ConfigurationError) as e:
+            wrong.keep_history
+        self.assertIn('database hpsnap is history-preserving', str(e.exception))
+        self.assertTrue(RelStorageRoot(root.path, root.dsn).keep_history)
+
+    # -- evolve-copy ----------------------------------------------------------
+
+    def run_evolve_copy(self, root, keep_history=False):
+        w = self.writer(root)
+        self.wait_for_writes(w, 10)
+        p = subprocess.run(self.evolve_args(root)[:-1], env=self.env(),
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr + p.stdout)
+        self.wait_for_writes(w, 10)       # writes go on on the new one
+        acked, err = self.stop_writer(w)
+        return p.stdout, acked
+
+    def write_after(self, root):
+        """One transaction on the current generation (the writer's
+        acknowledgements read so far may all predate the switch)."""
+        import transaction
+        db = pgsupport.open_db(root.dsn, tempfile.mkdtemp(dir=self.tmp),
+                               root.keep_history)
+        try:
+            tm = transaction.TransactionManager()
+            conn = db.open(transaction_manager=tm)
+            conn.root()['after'] = 1
+            tm.commit()
+            conn.close()
+        finally:
+            db.close()
+
+    def check_evolved(self, root, acked, generation='2'):
+        self.assertEqual(root.current_name(), generation)
+        self.assertEqual(root.databases()[root.site][0], generation)
+        writes = self.read(root, generation, 'writes')
+        missing = set(acked) - set(writes)
+        self.assertEqual(missing, set(), 'acknowledged writes lost')
+        self.assertEqual(self.read(root, generation, 'generation'), 1)
+        # the old generation is kept, unevolved
+        self.assertIsNone(self.read(root, '1', 'generation'))
+
+    def test_evolve_copy_with_writer_history_free(self):
+        root = self.site('evhf')
+        out, acked = self.run_evolve_copy(root)
+        self.assertIn('read-only window:', out)
+        self.assertIn('freeze:', out)
+        self.check_evolved(root, acked)
+        # bin/rollback's data step (switch back to the release's data):
+        # refused without consent, then done, then undone
+        from collective.safedeploy.release.rollback import DataStep
+        self.write_after(root)
+        options = {'data': root.path, 'dsn': root.dsn,
+                   'storage': 'relstorage', 'client-cache': self.caches}
+        self.assertRaises(Refused, DataStep('switch-back', '1', options,
+                                            False).run)
+        self.assertEqual(root.current_name(), '2')
+        step = DataStep('switch-back', '1', options, True)
+        self.assertEqual(step.run()['generation'], '1')
+        self.assertEqual(root.databases()[root.site][0], '1')
+        self.assertIn('back on generation 2', step.undo())
+        self.assertEqual(root.databases()[root.site][0], '2')
+        self.assertEqual(root.current_name(), '2')
+
+    def test_evolve_copy_with_writer_history_preserving(self):
+        root = self.site('evhp', keep_history=True)
+        out, acked = self.run_evolve_copy(root)
+        self.check_evolved(root, acked)
+        # rollback with data: writes since the switch are not discarded
+        # without consent ...
+        self.write_after(root)
+        open(os.path.join(self.caches, 'client-0.rscache'), 'w').close()
+        self.assertRaises(Refused, root.rollback)
+        self.assertEqual(root.current_name(), '2')
+        self.assertTrue(os.listdir(self.caches))
+        # ... and kept in the generation left when given
+        result = root.rollback(discard_writes=True)
+        self.assertEqual((result['generation'], result['left']), ('1', '2'))
+        self.assertEqual(root.databases()[root.site][0], '1')
+        self.assertEqual(os.listdir(self.caches), [])
+        self.assertEqual(set(acked) - set(self.read(root, '2', 'writes')),
+                         set())
+        self.assertIsNone(self.read(root, '1', 'generation'))
+
+    def fork_evolve_copy(self, root):
+        """evolve-copy in a forked child (no interpreter start: cheap to
+        kill often); returns its pid."""
+        from collective.safedeploy.evolve.relstorage import \
+            RelStorageEvolveCopy
+        pid = os.fork()
+        if pid == 0:       # the child
+            code = 1
+            try:
+                RelStorageEvolveCopy(root, __name__ + ':bump',
+                                     say=lambda *a: None).run()
+                code = 0
+            finally:
+                os._exit(code)
+        return pid
+
+    def test_kills(self):
+        """SIGKILL evolve-copy at random moments: production is unchanged
+        (or switched whole) and writable at once; a re-run converges."""
+        import transaction
+        root = self.site('kills', objects=5, blobs=1)
+        rng = random.Random(int(os.environ.get('SAFEDEPLOY_SEED', '17')))
+
+        def write(n):
+            # writable at once through RelStorage (the guard may need a
+            # moment to allow connections again); the client goes away
+            # again, so the copies are made by template
+            deadline = time.monotonic() + 20
+            while True:
+                tm = transaction.TransactionManager()
+                client = None
+                try:
+                    client = pgsupport.open_db(root.dsn,
+                                               self.blob_cache('kills'))
+                    conn = client.open(transaction_manager=tm)
+                    conn.root()['writes'][n] = n
+                    tm.commit()
+                    conn.close()
+                    return
+                except Exception:
+                    tm.abort()
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+                finally:
+                    if client is not None:
+                        client.close()
+        write(-1)
+        started = time.monotonic()
+        _, status = os.waitpid(self.fork_evolve_copy(root), 0)
+        self.assertEqual(status, 0)
+        duration = time.monotonic() - started
+        print('(one evolve-copy: %.2f s)' % duration, end=' ')
+        kills = 0
+        for n in range(30):
+            expected = int(root.databases()[root.site][0])
+            pid = self.fork_evolve_copy(root)
+            time.sleep(rng.uniform(0, duration))
+            try:
+                os.kill(pid, signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            write(n)
+            # unchanged, or switched whole to the evolved copy of it
+            now = int(root.databases()[root.site][0])
+            if now != expected:
+                self.assertGreater(now, expected)
+                self.assertEqual(
+                    root.generations.manifest(str(now))['source'],
+                    str(expected))
+        self.assertGreaterEqual(kills, 30)
+        _, status = os.waitpid(self.fork_evolve_copy(root), 0)
+        self.assertEqual(status, 0)
+        # one bump per switched generation: each evolved exactly once
+        chain, name = 0, root.current_name()
+        while name != '1':
+            chain += 1
+            name = root.generations.manifest(name)['source']
+        self.assertEqual(self.read(root, root.current_name(), 'generation'),
+                         chain)
+        with root.lock():
+            root.generations.prune(keep=3)
+        current = root.current_name()
+        self.assertEqual(root.databases()[root.site][0], current)
+        rows = root.history()
+        self.assertFalse([r for r in rows if r['exists'] and
+                          r['state'] not in ('published', 'built',
+                                             'rolled back')], rows)
+        # every write acknowledged meanwhile is in the current generation
+        self.assertEqual(set(range(-1, 30)) - set(self.read(
+            root, current, 'writes')), set())
+        spare = {db for db in root.databases() if db != root.site}
+        self.assertEqual(spare, {root.spare(r['name']) for r in rows
+                                 if r['exists'] and not r['current']})
+
+
+class RelStorageRecipeTests(unittest.TestCase):
+    """storage = relstorage in the evolve-copy part, with a real
+    bin/buildout: no ZEO part needed, a DSN required."""
+
+    def test_dsn_is_required(self):
+        from collective.safedeploy.tests import support
+        from collective.safedeploy.tests.test_evolve_recipe import \
+            has_entry_point
+        if not has_entry_point():
+            self.skipTest('the site environment has no zc.buildout entry '
+                          'point evolve-copy (run "bash dev.sh setup")')
+        sample = support.SampleBuildout()
+        self.addCleanup(sample.cleanup)
+        sample.write_config('''\
+            parts = evolve-copy
+
+            [evolve-copy]
+            recipe = collective.safedeploy:evolve-copy
+            storage = relstorage
+            dsn = host=/run/postgresql
+            data = var/data
+            evolve = some.package
+            ''')
+        result = sample.buildout()
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn('dsn = host=/run/postgresql must name the site\'s '
+                      'database with dbname=', result.output)
+        self.assertNotIn('Traceback', result.output)
