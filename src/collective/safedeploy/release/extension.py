@@ -165,6 +165,7 @@ class Run:
         else:
             self.lock = locking.acquire(gens.lock_path)
         lifecycle.stage(s)
+        ensure_download_cache(self.buildout)
 
     def freeze_develop(self):
         """Just before buildout builds the develop eggs -- after every
@@ -371,6 +372,26 @@ def buildout_command(argv=None):
         else:
             return options, a, args
     return options, 'install', []
+
+
+DEFAULT_DOWNLOAD_CACHE = 'downloads'
+
+
+def ensure_download_cache(buildout):
+    """A buildout without ``download-cache`` gets the shared
+    ``${buildout:directory}/downloads`` before anything is downloaded:
+    a release's package index is built from the archives buildout keeps
+    there (without it, every egg would have no archive).  buildout set up
+    its cache before the extension ran, so it is switched here too."""
+    b = buildout['buildout']
+    if b.get('download-cache', '').strip():
+        return b['download-cache']
+    cache = os.path.join(b['directory'], DEFAULT_DOWNLOAD_CACHE)
+    os.makedirs(os.path.join(cache, 'dist'), exist_ok=True)
+    b['download-cache'] = cache
+    zc.buildout.easy_install.download_cache(os.path.join(cache, 'dist'))
+    logger.info('download-cache: %s (buildout has none configured)', cache)
+    return cache
 
 
 def check_free(lock_path, what):
