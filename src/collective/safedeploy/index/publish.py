@@ -138,11 +138,11 @@ def local_find_links(buildout):
     """The local directories of buildout's ``find-links`` (archives an
     egg may have been unpacked from)."""
     found = []
-    for link in buildout['buildout'].get('find-links', '').split():
-        if link.startswith('file://'):
-            link = link[len('file://'):]
-        if '://' not in link and os.path.isdir(link):
-            found.append(link)
+    for where in buildout['buildout'].get('find-links', '').split():
+        if where.startswith('file://'):
+            where = where[len('file://'):]
+        if '://' not in where and os.path.isdir(where):
+            found.append(where)
     return found
 
 
