@@ -112,3 +112,19 @@ class TestFirstRun(unittest.TestCase):
         result = self.sample.buildout()
         self.assertEqual(result.returncode, 0, result)
         self.assertIn('current -> 1.0', result.output)
+
+    def test_a_pruned_release_takes_its_index_not_shared_files(self):
+        self.write()
+        with open(self.sample.path('buildout.cfg'), 'a') as f:
+            f.write('\n[safedeploy]\nkeep = 1\nallow-dirty = true\n')
+        for tag in ('1.0', '1.1', '1.2'):
+            result = self.sample.buildout('safedeploy:tag=%s' % tag)
+            self.assertEqual(result.returncode, 0, result)
+        self.assertFalse(os.path.exists(self.sample.path('releases', '1.0')))
+        self.assertFalse(os.path.exists(self.sample.path('indexes', '1.0')))
+        self.assertIn('pruned the package index of 1.0', result.output)
+        for tag in ('1.1', '1.2'):
+            self.assertTrue(os.path.exists(self.sample.path('indexes', tag)))
+        # the file 1.0 shared with the kept releases stays in the pool
+        self.assertIn(os.path.basename(self.wheel),
+                      os.listdir(self.sample.path('pool')))
