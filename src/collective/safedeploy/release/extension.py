@@ -184,7 +184,8 @@ class Run:
         gens = s.releases()
         parts = lifecycle.verify(s, self.path, self.configured_parts)
         if s.exclude_parts:
-            install_shared_parts(s)
+            install_shared_parts(
+                s, self.buildout['buildout'].get('download-cache'))
         dists = self.recorder.distributions() if self.recorder else []
         raw = {k: dict(v) for k, v in self.buildout._raw.items()}
         manifest = lifecycle.describe(s, self.path, raw, dists, parts, extra={
@@ -488,11 +489,13 @@ def unload(buildout):
 
 # -- exclude-parts: installed once, outside the releases ----------------
 
-def install_shared_parts(settings):
+def install_shared_parts(settings, download_cache=None):
     parts = settings.exclude_parts
     logger.info('Installing %s outside the releases.', ', '.join(parts))
     args = [sys.executable, sys.argv[0]] + buildout_command()[0] + [
         'buildout:parts=%s' % ' '.join(parts)]
+    if download_cache:      # the same one, also when we gave it
+        args.append('buildout:download-cache=%s' % download_cache)
     env = dict(os.environ, **{PHASE: 'shared-parts'})
     p = commands.run(args, cwd=settings.buildout_directory, env=env,
                      output=commands.SHOW, check=False)
