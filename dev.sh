@@ -16,24 +16,51 @@ cd "$(dirname "$0")"
 HERE="$(pwd)"
 PYTHON="${PYTHON:-python3}"
 
+say() { echo "dev.sh: $*" >&2; }
+
+# what the set-up is made from: when none of it changed since the last
+# set-up, a second run reaches no network at all
+inputs_hash() {
+    cat setup.py requirements-dev.txt requirements-site.txt buildout.cfg \
+        dev.sh | "$PYTHON" -c \
+        'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'
+}
+
 setup() {
+    local stamp=var/setup.stamp want
+    want="$(inputs_hash)"
+    if [ -x .venv/bin/python ] && [ -x .venv-site/bin/buildout ] && \
+            [ -x bin/test ] && [ -f "$stamp" ] && \
+            [ "$(cat "$stamp")" = "$want" ]; then
+        say "set-up is up to date (nothing fetched; remove $stamp to redo it)"
+        return
+    fi
+    started=$SECONDS
     if [ ! -x .venv/bin/python ]; then
+        say "creating .venv (tests, docs, benchmarks)"
         "$PYTHON" -m venv .venv
     fi
+    say "installing the project and its test and development tools into .venv"
     .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
     .venv/bin/python -m pip install -q -e '.[test]' -r requirements-dev.txt
     if [ ! -x .venv-site/bin/python ]; then
+        say "creating .venv-site (what runs the sites' bin/buildout)"
         "$PYTHON" -m venv .venv-site
     fi
+    say "installing zc.buildout and the project into .venv-site"
     .venv-site/bin/python -m pip install -q --upgrade pip setuptools
     .venv-site/bin/python -m pip install -q -e .
     mkdir -p var/wheelhouse
     # what the sample buildouts, the example site and the index tests
     # install from, offline
+    say "downloading the sites' distributions into var/wheelhouse"
     .venv/bin/python -m pip download -q -d var/wheelhouse \
         -r requirements-site.txt
     # the project's own buildout: bin/test (zc.recipe.testrunner)
+    say "running the project's buildout (bin/test)"
     .venv/bin/buildout -q -c buildout.cfg
+    echo "$want" > "$stamp"
+    say "set up in $((SECONDS - started)) s; $(du -sh .venv .venv-site var/wheelhouse 2>/dev/null | awk '{printf "%s %s  ", $2, $1}')"
 }
 
 # The whole suite, as two test runner processes side by side (most tests

@@ -42,6 +42,7 @@ CHECKOUT = os.path.dirname(HERE)
 VENV_SITE = os.environ.get('SAFEDEPLOY_SITE_VENV',
                            os.path.join(CHECKOUT, '.venv-site'))
 BUILDOUT = os.path.join(VENV_SITE, 'bin', 'buildout')
+DEFAULT_SITE = os.path.join(CHECKOUT, 'var', 'demo', 'site')
 WHEELHOUSE = os.environ.get('SAFEDEPLOY_WHEELHOUSE',
                             os.path.join(CHECKOUT, 'var', 'wheelhouse'))
 # the demo does not wait the configured 30 s for a broken release
@@ -245,10 +246,14 @@ def offline_options(site):
     the next run."""
     empty = os.path.join(site, '.empty-index')
     os.makedirs(empty, exist_ok=True)
+    # the default site keeps them in var/demo (the checkout's, made by
+    # the demo); a site directory given on the command line holds its own:
+    # the demo writes nothing outside it
+    keep = os.path.dirname(site) if site == DEFAULT_SITE else site
     eggs = os.environ.get('SAFEDEPLOY_DEMO_EGGS') or os.path.join(
-        os.path.dirname(site), 'eggs')
+        keep, 'eggs')
     downloads = os.environ.get('SAFEDEPLOY_DEMO_DOWNLOADS') or os.path.join(
-        os.path.dirname(site), 'downloads')
+        keep, 'downloads')
     return ['buildout:find-links=%s' % WHEELHOUSE,
             'buildout:eggs-directory=%s' % eggs,
             'buildout:download-cache=%s' % downloads,
@@ -324,12 +329,38 @@ def files():
     return {'notes.txt': b'Release notes\n' * 500, 'photo.bin': data}
 
 
+class NotOurs(Exception):
+    """The site directory exists, is not empty and was not made by the
+    demo."""
+
+
+MARKER = '.safedeploy-demo'
+
+
+def check_site(site):
+    """Refuse a non-empty directory the demo did not create (it would
+    be removed to start the story afresh)."""
+    if os.path.lexists(site) and not os.path.isdir(site):
+        raise NotOurs('%s exists and is not a directory; give a new or '
+                      'empty directory' % site)
+    if os.path.isdir(site) and os.listdir(site) and not os.path.exists(
+            os.path.join(site, MARKER)):
+        raise NotOurs('%s is not empty and was not made by the demo; give '
+                      'a new or empty directory' % site)
+
+
 def play(site, out=sys.stdout, observer=None):
-    if os.path.exists(site):
+    check_site(site)
+    if os.path.exists(os.path.join(site, MARKER)):
         stop_processes(site, out)
         shutil.rmtree(site)
+    elif os.path.isdir(site):
+        os.rmdir(site)          # empty
     shutil.copytree(HERE, site, ignore=shutil.ignore_patterns(
         'demo.py', '__pycache__', '*.egg-info'))
+    with open(os.path.join(site, MARKER), 'w') as f:
+        f.write('made by example/demo.py; it removes this directory when '
+                'it plays the story again\n')
     s = Story(site, out, observer)
     zeo_port, app_port = free_port(), free_port()
     s.edit('buildout.cfg', 'zeo = 8101', 'zeo = %d' % zeo_port)
@@ -524,9 +555,14 @@ def play(site, out=sys.stdout, observer=None):
 
 
 def main():
-    site = os.path.join(CHECKOUT, 'var', 'demo', 'site')
+    site = DEFAULT_SITE
     if len(sys.argv) > 1:
         site = os.path.abspath(sys.argv[1])
+    try:
+        check_site(site)
+    except NotOurs as e:
+        print('demo: %s' % e, file=sys.stderr)
+        return 2
 
     def stop(signum, frame):
         raise Stopped()

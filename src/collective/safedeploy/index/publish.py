@@ -76,7 +76,7 @@ MODES = ('required', 'best-effort', 'off')
 
 def publish(tag, manifest, release_dir, pool_dir, indexes_dir,
             mode='required', configuration=None, download_cache=None,
-            fetch=False):
+            fetch=False, find_links=()):
     """Publish the release ``tag``'s distributions as ``indexes/<tag>``.
 
     ``manifest['distributions']`` lists what buildout used (dicts with
@@ -100,7 +100,7 @@ def publish(tag, manifest, release_dir, pool_dir, indexes_dir,
     started = time.perf_counter()
     try:
         record = _publish(tag, manifest, release_dir, pool_dir, indexes_dir,
-                          configuration, download_cache, fetch)
+                          configuration, download_cache, fetch, find_links)
         logger.info('release %s: package index %s (%d distributions) in '
                     '%.2f s', tag, os.path.join(indexes_dir, tag),
                     len(record['distributions']),
@@ -130,11 +130,24 @@ def publish_release(settings, manifest, buildout):
         settings.pool_directory, settings.indexes_directory,
         mode=settings.index,
         download_cache=buildout['buildout'].get('download-cache') or None,
-        fetch=settings.index_fetch)
+        fetch=settings.index_fetch,
+        find_links=local_find_links(buildout))
+
+
+def local_find_links(buildout):
+    """The local directories of buildout's ``find-links`` (archives an
+    egg may have been unpacked from)."""
+    found = []
+    for where in buildout['buildout'].get('find-links', '').split():
+        if where.startswith('file://'):
+            where = where[len('file://'):]
+        if '://' not in where and os.path.isdir(where):
+            found.append(where)
+    return found
 
 
 def _publish(tag, manifest, release_dir, pool_dir, indexes_dir,
-             configuration, download_cache, fetch):
+             configuration, download_cache, fetch, find_links=()):
     validate_name(tag)
     root = (manifest.get('buildout-directory')
             or os.path.dirname(os.path.dirname(os.path.abspath(release_dir))))
@@ -162,7 +175,8 @@ def _publish(tag, manifest, release_dir, pool_dir, indexes_dir,
         builds = []
         try:
             builds = start_develop_builds(distributions, indexes_dir)
-            fetch_environment(distributions, pool_dir, download_cache, fetch)
+            fetch_environment(distributions, pool_dir, download_cache, fetch,
+                              find_links)
             for dist in distributions:
                 if dist['file']:
                     add_to_pool(dist, pool_dir, indexes_dir)
@@ -235,11 +249,10 @@ def record_distributions(tag, distributions):
         elif in_environment(dist.get('location')):
             entry['environment'] = True
         else:
-            raise IndexFailure(
-                '%s %s has no archive in the download cache (it was '
-                'installed into the eggs directory before the cache had '
-                'it); remove %s and run bin/buildout again' % (
-                    name, entry['version'], dist.get('location')))
+            # an egg unpacked before the download cache kept its archive
+            # (or before the buildout had one): looked up by
+            # :func:`fetch_environment`, fetched with index-fetch
+            entry['egg'] = dist.get('location')
         if key in result and result[key]['version'] != entry['version']:
             raise IndexFailure('release %s used two versions of %s (%s, %s)'
                               % (tag, name, result[key]['version'],
@@ -276,19 +289,21 @@ def in_environment(location):
 
 
 def fetch_environment(distributions, pool_dir, download_cache=None,
-                      fetch=False):
+                      fetch=False, find_links=()):
     """Find archives for the environment's own distributions (setuptools,
     zc.lockfile, ...: buildout took them from its venv, so the download
     cache may not have them): in the pool, in the download cache, and
     with ``fetch`` by ``pip download`` (pip's own configuration applies:
     index-url, find-links, no-index).  What is not found is only logged:
     buildout rebuilds take those from the venv; pip users need them."""
-    wanted = [d for d in distributions if d['environment'] and not d['file']]
+    wanted = [d for d in distributions if (d['environment'] or d.get('egg'))
+              and not d['file']]
     if not wanted:
         return
     places = [pool_dir]
     if download_cache:
         places.append(os.path.join(download_cache, 'dist'))
+    places.extend(find_links)
     found = {}
     for place in places:
         for name in (os.listdir(place) if os.path.isdir(place) else ()):
@@ -300,11 +315,13 @@ def fetch_environment(distributions, pool_dir, download_cache=None,
         key = (canonicalize_name(dist['name']), str(Version(dist['version'])))
         if key not in found:
             missing.append(dist)
-    if missing and not fetch:
+    missing_env = [d for d in missing if not d.get('egg')]
+    if missing_env and not fetch:
         logger.info('not in the index (taken from the environment buildout '
                     'runs in): %s', ', '.join(
-                        '%s %s' % (d['name'], d['version']) for d in missing))
-    elif missing:
+                        '%s %s' % (d['name'], d['version'])
+                        for d in missing_env))
+    if missing and fetch:
         claim_pool(pool_dir)
         work = tempfile.mkdtemp(prefix='.fetch-', suffix='.tmp', dir=pool_dir)
         try:
@@ -314,7 +331,7 @@ def fetch_environment(distributions, pool_dir, download_cache=None,
                      '--disable-pip-version-check', '--quiet', '--dest', work,
                      '%s==%s' % (dist['name'], dist['version'])],
                     check=False)
-                if p.returncode:
+                if p.returncode and not dist.get('egg'):
                     logger.warning(
                         'no archive of %s %s (taken from the environment '
                         'buildout runs in); pip users of the index need it '
@@ -328,11 +345,29 @@ def fetch_environment(distributions, pool_dir, download_cache=None,
                     found[key] = target
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    lost = []
     for dist in wanted:
         key = (canonicalize_name(dist['name']), str(Version(dist['version'])))
         if key in found:
             dist.update(file=os.path.basename(found[key]),
                         sha256=sha256(found[key]), archive=found[key])
+        elif dist.get('egg'):
+            lost.append(dist)
+        dist.pop('egg', None)
+    if lost:
+        # advice that works when followed: nothing to delete (the eggs
+        # are shared with the releases already built)
+        raise IndexFailure(
+            '%s: no archive in the download cache or the pool (%s was '
+            'installed before the download cache kept archives); set '
+            '[safedeploy] index-fetch = true to download %s, or copy %s '
+            'into %s, and run bin/buildout again' % (
+                ', '.join('%s %s' % (d['name'], d['version']) for d in lost),
+                'its egg' if len(lost) == 1 else 'their eggs',
+                'it' if len(lost) == 1 else 'them',
+                'its archive' if len(lost) == 1 else 'their archives',
+                os.path.join(download_cache, 'dist') if download_cache
+                else pool_dir))
 
 
 def versions_cfg(tag, distributions):

@@ -165,6 +165,7 @@ class Run:
         else:
             self.lock = locking.acquire(gens.lock_path)
         lifecycle.stage(s)
+        ensure_download_cache(self.buildout)
 
     def freeze_develop(self):
         """Just before buildout builds the develop eggs -- after every
@@ -183,7 +184,8 @@ class Run:
         gens = s.releases()
         parts = lifecycle.verify(s, self.path, self.configured_parts)
         if s.exclude_parts:
-            install_shared_parts(s)
+            install_shared_parts(
+                s, self.buildout['buildout'].get('download-cache'))
         dists = self.recorder.distributions() if self.recorder else []
         raw = {k: dict(v) for k, v in self.buildout._raw.items()}
         manifest = lifecycle.describe(s, self.path, raw, dists, parts, extra={
@@ -373,6 +375,26 @@ def buildout_command(argv=None):
     return options, 'install', []
 
 
+DEFAULT_DOWNLOAD_CACHE = 'downloads'
+
+
+def ensure_download_cache(buildout):
+    """A buildout without ``download-cache`` gets the shared
+    ``${buildout:directory}/downloads`` before anything is downloaded:
+    a release's package index is built from the archives buildout keeps
+    there (without it, every egg would have no archive).  buildout set up
+    its cache before the extension ran, so it is switched here too."""
+    b = buildout['buildout']
+    if b.get('download-cache', '').strip():
+        return b['download-cache']
+    cache = os.path.join(b['directory'], DEFAULT_DOWNLOAD_CACHE)
+    os.makedirs(os.path.join(cache, 'dist'), exist_ok=True)
+    b['download-cache'] = cache
+    zc.buildout.easy_install.download_cache(os.path.join(cache, 'dist'))
+    logger.info('download-cache: %s (buildout has none configured)', cache)
+    return cache
+
+
 def check_free(lock_path, what):
     """Refuse now when another process holds ``lock_path``."""
     if os.path.exists(lock_path):
@@ -467,11 +489,13 @@ def unload(buildout):
 
 # -- exclude-parts: installed once, outside the releases ----------------
 
-def install_shared_parts(settings):
+def install_shared_parts(settings, download_cache=None):
     parts = settings.exclude_parts
     logger.info('Installing %s outside the releases.', ', '.join(parts))
     args = [sys.executable, sys.argv[0]] + buildout_command()[0] + [
         'buildout:parts=%s' % ' '.join(parts)]
+    if download_cache:      # the same one, also when we gave it
+        args.append('buildout:download-cache=%s' % download_cache)
     env = dict(os.environ, **{PHASE: 'shared-parts'})
     p = commands.run(args, cwd=settings.buildout_directory, env=env,
                      output=commands.SHOW, check=False)

@@ -389,10 +389,32 @@ def _same_content(a, b):
 # -- finish ----------------------------------------------------------------
 
 def finish(settings):
+    """Prune: failed and bad releases count toward ``keep`` and go
+    first; the package index of a pruned release goes with it, and the
+    pool files no kept index links any more."""
     removed = settings.releases().prune(settings.keep)
     for name in removed:
         logger.info('finish: pruned release %s', name)
+    if removed and settings.index != 'off':
+        prune_indexes(settings, removed, settings.keep_indexes)
     return removed
+
+
+def prune_indexes(settings, removed, keep_index=False):
+    from ..index import pool
+    from ..index import records
+    indexes_dir = settings.indexes_directory
+    if not os.path.isdir(indexes_dir):
+        return
+    pruned = [name for name in removed
+              if records.prune(name, indexes_dir, keep_index=keep_index)]
+    for name in pruned:
+        logger.info('finish: pruned the package index of %s', name)
+    if pruned and records.tags(indexes_dir):
+        files = pool.gc(indexes_dir, settings.pool_directory)
+        if files:
+            logger.info('finish: removed %d pool file(s) no kept index '
+                        'uses', len(files))
 
 
 # -- roll back --------------------------------------------------------------

@@ -55,6 +55,9 @@ SCHEMA = options.Schema([
     options.Option('pool-directory', '${buildout:directory}/pool',
                    options.required()),
     options.Option('index-fetch', 'false', options.boolean),
+    options.Option('keep-indexes', 'false', options.boolean,
+                   'true: a pruned release keeps its package index (for '
+                   'bin/index --rebuild); false: it goes with the release'),
     options.Option('flip', 'true', options.boolean,
                    'false: build, verify and publish the release, and leave '
                    'current where it is (bin/flip TAG flips it)'),
@@ -97,6 +100,7 @@ class Settings:
         self.snapshot_before_flip = o['snapshot-before-flip']
         self.index = o['index']
         self.index_fetch = o['index-fetch']
+        self.keep_indexes = o['keep-indexes']
         self.allow_dirty = o['allow-dirty']
         self.flip = o['flip']
         self.exclude_parts = o['exclude-parts']

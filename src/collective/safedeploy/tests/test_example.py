@@ -249,6 +249,44 @@ def docs_tear_down(test):
     unimport_demoapp()
 
 
+class TestDemoDirectory(unittest.TestCase):
+    """example/demo.py DIR never removes what it did not make."""
+
+    def test_a_non_empty_directory_it_did_not_make_is_refused(self):
+        demo = load_demo()
+        tmp = tempfile.mkdtemp(prefix='safedeploy-demo-dir-')
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        with open(os.path.join(tmp, 'precious.txt'), 'w') as f:
+            f.write('mine')
+        err = io.StringIO()
+        with mock.patch.object(sys, 'argv', ['demo.py', tmp]), \
+                mock.patch.object(sys, 'stderr', err):
+            self.assertEqual(demo.main(), 2)
+        self.assertEqual(os.listdir(tmp), ['precious.txt'])
+        self.assertIn('is not empty and was not made by the demo',
+                      err.getvalue())
+        self.assertEqual(len(err.getvalue().strip().splitlines()), 1)
+
+    def test_what_it_made_it_may_remove_and_eggs_stay_inside(self):
+        demo = load_demo()
+        tmp = tempfile.mkdtemp(prefix='safedeploy-demo-dir-')
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        site = os.path.join(tmp, 'site')
+        os.mkdir(site)
+        with open(os.path.join(site, demo.MARKER), 'w') as f:
+            f.write('made by the demo\n')
+        demo.check_site(site)          # no refusal
+        with mock.patch.dict(os.environ):
+            os.environ.pop('SAFEDEPLOY_DEMO_EGGS', None)
+            os.environ.pop('SAFEDEPLOY_DEMO_DOWNLOADS', None)
+            options = demo.offline_options(site)
+        for option in options:
+            if option.startswith(('buildout:eggs-directory=',
+                                  'buildout:download-cache=')):
+                self.assertTrue(option.split('=', 1)[1].startswith(
+                    site + os.sep), option)
+
+
 def test_suite():
     suite = unittest.defaultTestLoader.loadTestsFromName(__name__)
     suite.addTest(doctest.DocFileSuite(

@@ -304,7 +304,8 @@ class TestReleasesPublishTheirIndex(ReleaseTestCase):
         '''
 
     def test_a_pruned_release_is_rebuilt_from_its_index_offline(self):
-        self.configure(develop='src/hello', index='required')
+        self.configure(develop='src/hello', index='required',
+                       safedeploy='keep = 1\nkeep-indexes = true\n')
         self.assertReleased(self.release('1.0'), '1.0')
         indexes = self.sample.path('indexes')
         pool = self.sample.path('pool')
