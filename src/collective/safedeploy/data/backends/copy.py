@@ -331,14 +331,34 @@ class CopyBackend(StoreBackend):
                         self.pool.check_chain(os.path.join(tmp, entry['fs']),
                                               entry)
                 else:
-                    from ..copy import copy_tree_clone
-                    os.rmdir(tmp)
-                    copy_tree_clone(self.store.path(name), tmp)
+                    self._export_earlier(info, tmp)
                 os.rename(tmp, directory)
             except BaseException:
                 fsutil.remove_tree(tmp)
                 raise
             return directory
+
+    def _export_earlier(self, info, target):
+        """Export a snapshot of an earlier version (its own Data.fs, blob
+        links in ``<blobs>.kept``)."""
+        from .. import copy as fscopy
+        path = self.store.path(info['name'])
+        entries = {e['fs']: e for e in info.get('storages', [])}
+        for s in self.root.storages:
+            if s.fs:
+                dst = os.path.join(target, s.fs)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                fscopy.copy_prefix(os.path.join(path, s.fs), dst,
+                                   end=entries[s.fs]['copy']['end'])
+                if s.blobs:
+                    src = os.path.join(path, s.blobs)
+                    kept = fscopy.kept_path(src)
+                    if not os.path.isdir(kept):
+                        fscopy._keep_links(src, kept)
+                    fscopy.rebuild_from_kept(kept,
+                                             os.path.join(target, s.blobs))
+            if s.other:
+                self.root._copy_other(path, target, s.other)
 
     def destroy(self, name):
         with self.lock():
