@@ -66,6 +66,18 @@ class CopyBackend(StoreBackend):
 
     def cleanup(self):
         super().cleanup()
+        self.collect()
+
+    def collect(self):
+        """Drop pool bytes and blob links no kept snapshot references --
+        unless a snapshot's manifest is damaged: what it references is
+        unknown, so the pool is left as it is."""
+        if any(self.store.entry(n) == 'damaged'
+               for n in self.store.on_disk(strict=False)):
+            logger.warning('a snapshot in %s is damaged; the snapshot pool '
+                           'is not cleaned up until it is removed by hand',
+                           self.store.directory)
+            return
         self.pool.collect(self.manifests(), self.fs_rels())
 
     # -- create ------------------------------------------------------------
@@ -364,4 +376,4 @@ class CopyBackend(StoreBackend):
         with self.lock():
             self.info(name)
             self.store.discard(name, 'destroyed')
-            self.pool.collect(self.manifests(), self.fs_rels())
+            self.collect()
