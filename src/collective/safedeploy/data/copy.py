@@ -347,6 +347,12 @@ def take_blobs(src_blobdir, dst_blobdir):
         fsync_directory(os.path.dirname(os.path.abspath(src_blobdir)))
         fsync_directory(os.path.dirname(os.path.abspath(dst_blobdir)))
         return
+    rebuild_from_kept(kept, dst_blobdir)
+
+
+def rebuild_from_kept(kept, dst_blobdir):
+    """A blob tree in ``dst_blobdir`` (must not exist) of hard links to
+    the flat links of a ``.kept`` directory."""
     os.mkdir(dst_blobdir, 0o700)
     made = set()
     for name in os.listdir(kept):

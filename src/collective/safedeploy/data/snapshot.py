@@ -11,6 +11,8 @@ Usage::
     bin/snapshot --restore NAME      put the data back to that snapshot
                  [--force] [--discard-writes]
     bin/snapshot --destroy NAME      remove a snapshot
+    bin/snapshot --export NAME DIR   write a snapshot's files into DIR (copy
+                                     backend)
     bin/snapshot --prune             remove snapshots beyond ``keep`` and
                  [--discard-writes]  data generations beyond
                                      ``keep-generations``
@@ -166,6 +168,19 @@ def destroy(options, name):
     logger.info('snapshot %s destroyed', name)
 
 
+def export(options, name, directory):
+    """Write snapshot ``name`` into the new directory ``directory``: its
+    Data.fs exactly the recorded prefix, its blob tree, its other files
+    (copy backend)."""
+    backend = backend_for(options)
+    validate_name(name, 'snapshot name')
+    if not hasattr(backend, 'export'):
+        raise ConfigurationError(
+            '--export is for the copy backend; a %s snapshot is a '
+            'filesystem snapshot: copy its files from there' % backend.name)
+    return backend.export(name, directory)
+
+
 def kept_releases(releases):
     """The releases still there (None: no releases directory known)."""
     if not releases or not os.path.isdir(releases):
@@ -245,6 +260,10 @@ def parser(prog='snapshot'):
                       help='put the data back to snapshot NAME')
     mode.add_argument('--destroy', metavar='NAME', type=cli.value,
                       help='remove snapshot NAME')
+    mode.add_argument('--export', nargs=2, metavar=('NAME', 'DIR'),
+                      type=cli.value,
+                      help='write snapshot NAME into the new directory DIR '
+                      '(its Data.fs, blobs and other files)')
     mode.add_argument('--prune', action='store_true',
                       help='remove snapshots beyond keep')
     mode.add_argument('--for-release', metavar='TAG', type=cli.value,
@@ -286,7 +305,7 @@ def parser(prog='snapshot'):
 def check_arguments(p, args):
     """What argparse cannot say: which flags go together (a refusal here
     changes nothing)."""
-    modes = [m for m in ('list', 'restore', 'destroy', 'prune',
+    modes = [m for m in ('list', 'restore', 'destroy', 'export', 'prune',
                          'for_release', 'adopt') if getattr(args, m)]
     if args.name and modes:
         p.error('NAME is only for taking a snapshot; drop it or --%s'
@@ -365,6 +384,10 @@ def dispatch(args, options):
     if args.destroy:
         destroy(options, args.destroy)
         print('destroyed snapshot %s' % args.destroy)
+        return 0
+    if args.export:
+        directory = export(options, *args.export)
+        print('exported snapshot %s to %s' % (args.export[0], directory))
         return 0
     if args.prune:
         backend = backend_for(options)

@@ -4,8 +4,6 @@ import os
 import sys
 
 from ..core import cli
-from .pool import gc
-from .rebuild import rebuild
 from .records import IndexFailure
 from .records import read_record
 from .records import store
@@ -137,6 +135,7 @@ def do_verify(indexes_dir, pool_dir, tag, as_json):
 
 
 def do_rebuild(indexes_dir, tag, directory, buildout, as_json):
+    from .rebuild import rebuild   # pkginfo: only when rebuilding
     rows = rebuild(indexes_dir, tag, directory, buildout)
     if as_json:
         cli.print_json(rows)
@@ -149,6 +148,7 @@ def do_rebuild(indexes_dir, tag, directory, buildout, as_json):
 
 
 def do_gc(indexes_dir, pool_dir):
+    from .pool import gc
     removed = gc(indexes_dir, pool_dir)
     for name in removed:
         print('removed %s' % name)

@@ -1,5 +1,4 @@
 """bin/snapshot with the copy backend, adopt, and bad inputs."""
-import hashlib
 import os
 import shutil
 import subprocess
@@ -7,7 +6,6 @@ import tempfile
 import unittest
 
 from collective.safedeploy.data import snapshot
-from collective.safedeploy.data.layout import DataRoot
 from collective.safedeploy.tests import support
 from collective.safedeploy.tests import zodbsupport as zs
 from collective.safedeploy.tests.snapshotsupport import BackendContract
@@ -26,143 +24,204 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         self.options = dict(data=self.data, backend='copy')
 
     def snapshot_files(self, name):
-        path = os.path.join(self.data, 'snapshots', name)
-        return (os.path.join(path, 'filestorage', 'Data.fs'),
-                os.path.join(path, 'blobstorage'))
+        """The snapshot's Data.fs and blob tree, exported (a snapshot's
+        own directory holds no Data.fs: its bytes are in the pool)."""
+        target = tempfile.mkdtemp(prefix='export-', dir=self.dir)
+        os.rmdir(target)
+        self.ok('--export', name, target)
+        return (os.path.join(target, 'filestorage', 'Data.fs'),
+                os.path.join(target, 'blobstorage'))
+
+    def pool_file(self, number=1):
+        return os.path.join(self.data, 'snapshots', '.pool',
+                            'filestorage%Data.fs', '%d.fs' % number)
+
+    def entry(self, name):
+        manifest = snapshot.backend_for(self.options).store.manifest(name)
+        return manifest['storages'][0]
 
     def test_blobs_are_hard_links_and_production_is_untouched(self):
         before = zs.hash_tree(os.path.join(self.data, 'generations', '1'))
         self.ok('s1')
+        self.assertEqual(sorted(os.listdir(os.path.join(
+            self.data, 'snapshots', 's1'))), ['safedeploy-manifest.json'])
         fs, blobs = self.snapshot_files('s1')
         from collective.safedeploy.data import copy as fscopy
         for rel in fscopy.blob_files(blobs):
             self.assertEqual(
                 os.stat(os.path.join(blobs, rel)).st_ino,
                 os.stat(os.path.join(self.current_blobs(), rel)).st_ino)
+        self.assertNotEqual(os.stat(self.pool_file()).st_ino,
+                            os.stat(self.current_fs()).st_ino)
         self.assertEqual(
             zs.hash_tree(os.path.join(self.data, 'generations', '1')),
             before)
 
-    def test_restore_hands_the_files_over_and_the_snapshot_stays(self):
+    def test_a_second_snapshot_appends_only_the_delta(self):
         self.ok('s1')
-        fs, blobs = self.snapshot_files('s1')
-        size, snapshot_hash = os.path.getsize(fs), zs.hash_file(fs)
-        before = zs.read_all(fs, blobs)
+        first = self.entry('s1')
+        pool_blobs = self.pool_file()[:-3] + '.blobs'
+        linked = set(os.listdir(pool_blobs))
+        zs.commit(self.current_fs(), self.current_blobs(), n=2)
+        state = zs.read_all(self.current_fs(), self.current_blobs())
+        self.ok('s2')
+        second = self.entry('s2')
+        # one pool file, the second snapshot's range starts at the first
+        # one's end; only the two new blobs were linked
+        self.assertEqual((second['pool'], second['start']),
+                         (1, first['end']))
+        self.assertEqual(os.path.getsize(self.pool_file()), second['end'])
+        self.assertEqual(second['checked_transactions'], 2)
+        self.assertEqual(len(second['blobs_added']), 2)
+        self.assertEqual(set(os.listdir(pool_blobs)) - linked,
+                         set(second['blobs_added']))
+        self.assertEqual(second['chain'][0], first['chain'][0])
+        self.assertEqual(len(second['chain']), 2)
+        # listed: the second holds its delta only
+        rows = self.listing()
+        self.assertLess(rows[1]['holds'], rows[0]['holds'] / 2)
+        self.assertEqual(rows[1]['pool'][0]['start'], first['end'])
+        # exported and restored: exactly the recorded prefix
+        fs, blobs = self.snapshot_files('s2')
+        self.assertEqual(os.path.getsize(fs), second['end'])
+        self.assertEqual(zs.read_all(fs, blobs), state)
+        fs1, blobs1 = self.snapshot_files('s1')
+        self.assertEqual(os.path.getsize(fs1), first['end'])
         zs.commit(self.current_fs(), self.current_blobs(), n=1)
         self.ok('--restore', 's1', '--discard-writes')
-        # the restored generation holds the snapshot's files: its Data.fs
-        # and its blob tree, nothing copied; the snapshot keeps a link to
-        # every blob file
-        self.assertEqual(os.stat(self.current_fs()).st_ino,
-                         os.stat(fs).st_ino)
-        self.assertFalse(os.path.exists(blobs))
         self.assertEqual(zs.read_all(self.current_fs(), self.current_blobs()),
-                         before)
-        # the site writes after it, replaces every blob and packs: the old
-        # blob files leave the generation, and a new Data.fs replaces it
-        zs.commit(self.current_fs(), self.current_blobs(), n=2)
-        rewrite_blobs_and_pack(self.current_fs(), self.current_blobs())
-        written = zs.read_all(self.current_fs(), self.current_blobs())
-        self.assertNotEqual(written[1], before[1])
-        # ... and the snapshot is still its first bytes, listed, restorable
-        with open(fs, 'rb') as f:
-            self.assertEqual(hashlib.sha256(f.read(size)).hexdigest(),
-                             snapshot_hash)
-        self.assertEqual([r['name'] for r in self.listing()], ['s1'])
+                         zs.read_all(fs1, blobs1))
+        self.assertEqual(os.path.getsize(self.current_fs()), first['end'])
+
+    def test_restore_hands_the_pool_file_over_sealed(self):
+        self.ok('s1')
+        before = zs.read_all(self.current_fs(), self.current_blobs())
+        end = self.entry('s1')['end']
+        zs.commit(self.current_fs(), self.current_blobs(), n=1)
         self.ok('--restore', 's1', '--discard-writes')
-        # the second time: its recorded part of Data.fs is copied (the
-        # file may be shared), its blob tree rebuilt from its links
-        self.assertNotEqual(os.stat(self.current_fs()).st_ino,
-                            os.stat(fs).st_ino)
-        self.assertEqual(os.path.getsize(self.current_fs()), size)
+        # the newest snapshot's pool file is the restored Data.fs: nothing
+        # copied; sealed, so that no snapshot appends to it again
+        self.assertEqual(os.stat(self.current_fs()).st_ino,
+                         os.stat(self.pool_file()).st_ino)
+        self.assertTrue(os.path.exists(self.pool_file()[:-3] + '.sealed'))
         self.assertEqual(zs.read_all(self.current_fs(), self.current_blobs()),
                          before)
-        # what the first restore's site wrote is kept in its generation
-        root = DataRoot(self.data)
-        first = root.generations.path(root.generations.good()[-2])
-        self.assertEqual(zs.read_all(
-            os.path.join(first, 'filestorage', 'Data.fs'),
-            os.path.join(first, 'blobstorage')), written)
-        # and a third restore, of a Data.fs nothing else holds any more
-        # (the packed generation has its own), hands it over again
+        # the site writes after it, replaces every blob and packs; the
+        # next snapshot starts a new pool file
+        zs.commit(self.current_fs(), self.current_blobs(), n=2)
+        self.ok('s2')
+        self.assertEqual(self.entry('s2')['pool'], 2)
+        rewrite_blobs_and_pack(self.current_fs(), self.current_blobs())
+        self.ok('s3')
+        self.assertEqual((self.entry('s3')['pool'],
+                          self.entry('s3')['start']), (3, 0))
+        # ... and s1 is still its first bytes, listed, restorable
+        fs, blobs = self.snapshot_files('s1')
+        self.assertEqual(os.path.getsize(fs), end)
+        self.assertEqual(zs.read_all(fs, blobs), before)
+        self.assertEqual([r['state'] for r in self.listing()], ['ok'] * 3)
         self.ok('--restore', 's1', '--discard-writes')
         self.assertEqual(zs.read_all(self.current_fs(), self.current_blobs()),
                          before)
 
-    def test_list_shows_what_only_the_snapshot_holds(self):
-        from collective.safedeploy.data import copy as fscopy
-        self.ok('s')
-        fs, blobs = self.snapshot_files('s')
-        paths = [os.path.join(blobs, rel)
-                 for rel in fscopy.blob_files(blobs)]
-        blob_bytes = sum(os.stat(p).st_blocks * 512 for p in paths)
-        fs_bytes = os.stat(fs).st_blocks * 512
-        row = self.listing()[0]
-        # each file once, though the snapshot links every blob twice
-        self.assertLess(row['size'], os.path.getsize(fs) + sum(
-            os.path.getsize(p) for p in paths) + 65536)
-        # its Data.fs copy, not the blobs production still has
-        self.assertGreaterEqual(row['holds'], fs_bytes)
-        self.assertLess(row['holds'], fs_bytes + blob_bytes)
-        # once production replaced them and packed, they are its alone
-        rewrite_blobs_and_pack(self.current_fs(), self.current_blobs())
-        self.assertGreaterEqual(self.listing()[0]['holds'],
-                                fs_bytes + blob_bytes)
+    def test_destroy_keeps_what_a_kept_snapshot_references(self):
+        self.ok('s1')
+        end = self.entry('s1')['end']
+        s1 = zs.read_all(self.current_fs(), self.current_blobs())
+        zs.commit(self.current_fs(), self.current_blobs(), n=2)
+        self.ok('s2')
+        added = self.entry('s2')['blobs_added']
+        pool_blobs = self.pool_file()[:-3] + '.blobs'
+        self.ok('--destroy', 's2')
+        # the bytes and blobs only s2 referenced are gone, s1's stay
+        self.assertEqual(os.path.getsize(self.pool_file()), end)
+        self.assertFalse(set(added) & set(os.listdir(pool_blobs)))
+        self.assertEqual(zs.read_all(*self.snapshot_files('s1')), s1)
+        self.ok('s3')
+        self.ok('--destroy', 's1')
+        self.assertTrue(os.path.exists(self.pool_file()))
+        self.ok('--destroy', 's3')
+        self.assertEqual(os.listdir(os.path.dirname(self.pool_file())), [])
 
     def test_a_damaged_snapshot_is_listed_and_refused(self):
         # a create does not wait for its copy to reach the disk: a power
-        # cut just after it can leave the snapshot's Data.fs short.  --list
-        # says so; a restore refuses it and changes nothing
+        # cut just after it can leave the pool file short.  --list says
+        # so; a restore refuses it and changes nothing
         self.ok('s1')
+        zs.commit(self.current_fs(), self.current_blobs(), n=1)
         self.ok('s2')
-        fs, blobs = self.snapshot_files('s1')
-        with open(fs, 'r+b') as f:
-            f.truncate(os.path.getsize(fs) - 100)
+        with open(self.pool_file(), 'r+b') as f:
+            f.truncate(os.path.getsize(self.pool_file()) - 100)
         self.assertEqual([(r['name'], r['state']) for r in self.listing()],
-                         [('s1', 'damaged'), ('s2', 'ok')])
+                         [('s1', 'ok'), ('s2', 'damaged')])
         self.assertIn('STATE', self.ok('--list'))
         before = zs.hash_tree(self.data)
-        error = self.fails('--restore', 's1', '--discard-writes')
-        self.assertIn('snapshot s1 is damaged', error)
+        error = self.fails('--restore', 's2', '--discard-writes')
+        self.assertIn('snapshot s2 is damaged', error)
         self.assertIn('restore another snapshot', error)
         self.assertEqual(zs.hash_tree(self.data), before)
-        self.ok('--restore', 's2', '--discard-writes')
+        self.ok('--restore', 's1', '--discard-writes')
 
     def test_only_what_relies_on_a_snapshot_waits_for_the_disk(self):
         from unittest import mock
-        from collective.safedeploy.core import fsutil
         synced = []
+        fsync = os.fsync
 
-        class Recorded(fsutil.BackgroundSync):
-            def __init__(self, path):
+        def recorded(fd):
+            path = os.readlink('/proc/self/fd/%d' % fd)
+            if path.endswith('.copying'):
+                path = path[:-len('.copying')]
+            if path.endswith('.fs') and os.path.isfile(path + '.copying') \
+                    or path.endswith('.fs') and os.path.isfile(path):
                 synced.append(os.path.relpath(path, self.data))
-                super().__init__(path)
+            return fsync(fd)
 
-        Recorded.data = self.data
-        with mock.patch.object(fsutil, 'BackgroundSync', Recorded):
+        with mock.patch('os.fsync', recorded):
             snapshot.create(self.options, 'plain')
             self.assertEqual(synced, [])
+            zs.commit(self.current_fs(), self.current_blobs(), n=1)
             snapshot.take_for_release(self.options, 'v2')
-            self.assertEqual(synced, [os.path.join(
-                'snapshots', 'v2', 'filestorage', 'Data.fs')])
+            pool = os.path.relpath(self.pool_file(), self.data)
+            self.assertEqual(synced, [pool])
             del synced[:]
-            snapshot.restore(self.options, 'plain')
-            self.assertEqual(synced, [os.path.join(
-                'generations', '2', 'filestorage', 'Data.fs')])
+            snapshot.restore(self.options, 'plain', discard_writes=True)
+            # the new generation's Data.fs, while it is staged
+            self.assertEqual(len(synced), 1, synced)
+            self.assertTrue(synced[0].startswith('generations'), synced)
+            self.assertTrue(synced[0].endswith(os.path.join(
+                'filestorage', 'Data.fs')), synced)
 
-    def test_restore_of_a_snapshot_without_kept_links(self):
-        # snapshots taken before they kept their own links are restored
-        # the same way: the links are made first
-        self.ok('old')
-        fs, blobs = self.snapshot_files('old')
-        before = zs.read_all(fs, blobs)
-        shutil.rmtree(blobs + '.kept')
-        self.ok('--restore', 'old')
-        self.assertTrue(os.path.isdir(blobs + '.kept'))
-        rewrite_blobs_and_pack(self.current_fs(), self.current_blobs())
+    def test_snapshots_of_earlier_versions_are_restored(self):
+        # a snapshot with its own Data.fs in its directory
+        backend = snapshot.backend_for(self.options)
+        with backend.lock():
+            source = backend.root.current_path()
+            backend.take('old', None, lambda path, generation: dict(
+                storages=backend.root.copy_data(source, path,
+                                                keep_blobs=True,
+                                                durable=False)))
+        before = zs.read_all(self.current_fs(), self.current_blobs())
+        self.assertEqual([r['state'] for r in self.listing()], ['ok'])
+        zs.commit(self.current_fs(), self.current_blobs(), n=1)
+        self.ok('new')
+        self.assertEqual(self.entry('new')['start'], 0)
         self.ok('--restore', 'old', '--discard-writes')
         self.assertEqual(zs.read_all(self.current_fs(), self.current_blobs()),
                          before)
+        self.assertEqual(zs.read_all(*self.snapshot_files('old')), before)
+        self.ok('--destroy', 'old')
+
+    def test_export_refusals(self):
+        self.ok('s1')
+        before = zs.hash_tree(self.data)
+        self.assertIn('exists', self.fails('--export', 's1', self.dir))
+        self.assertIn('inside the data root', self.fails(
+            '--export', 's1', os.path.join(self.data, 'out')))
+        self.assertIn('does not exist', self.fails(
+            '--export', 's1', os.path.join(self.dir, 'no', 'out')))
+        self.assertIn('no snapshot nosuch', self.fails(
+            '--export', 'nosuch', os.path.join(self.dir, 'out')))
+        self.assertEqual(zs.hash_tree(self.data), before)
 
     def test_forced_btrfs_on_another_filesystem(self):
         message = self.fails('--backend', 'btrfs')

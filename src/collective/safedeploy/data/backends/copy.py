@@ -1,24 +1,43 @@
-"""The portable backend: a snapshot is a consistent copy of the current
-data generation in ``DATA/snapshots/<name>``.
+"""The portable backend: snapshots of the current data generation in
+``DATA/snapshots/<name>``, their Data.fs bytes and blob files in the hidden
+pool ``DATA/snapshots/.pool`` (:mod:`~collective.safedeploy.data.backends.
+pool`), so that a snapshot costs the writes since the previous one.
 
-Data.fs is copied up to the end of its last committed transaction (a
-reflink when the filesystem can, else the kernel's fastest copy), then the
-committed blob files are hard-linked (they are never rewritten).  The site
-keeps running meanwhile.  Like ``cp``, a create does not wait for the copy
-to reach the disk (unless asked to, as before a release flip): a restore
-makes it durable before it becomes the site's data, and one that a power
-cut left short is refused as damaged.  Snapshots are staged and completed like
-generations: one killed half-way is never listed and is removed by the
-next run.
+A create appends to the newest pool file the transactions production
+committed since that file's end (or copies production's committed prefix
+into a new pool file after a pack or any mismatch), then links the blob
+files those transactions reference, and verifies what it added: the
+transactions parse, end with the recorded one, their blobs are there; the
+checksum of the delta joins the chain's recorded ones.  The site keeps
+running meanwhile.  Like ``cp``, a create does not wait for the disk
+(unless asked to, as before a release flip): a restore makes it durable
+before it becomes the site's data, and a snapshot that a power cut left
+short is refused as damaged.  Snapshots are staged and completed like
+generations: one killed half-way is never listed, and what it appended to
+the pool is cut by the next run.
+
+A restore gives exactly the recorded prefix: the pool file itself when the
+snapshot is its newest and nothing else holds it (it is sealed first: the
+site appends to it from then on, and the pool never does again), else a
+copy of the first ``end`` bytes; the blob tree is hard-linked from the
+pool.  ``bin/snapshot --export NAME DIR`` writes the same into a directory
+of the operator's choice.
+
+Snapshots of earlier versions (their own Data.fs in their directory) are
+listed, restored and destroyed as before.
 """
 import logging
 import os
 
 from .. import filestorage
+from ...core import fsutil
+from ...core.errors import NotFound
 from ...core.errors import Refused
 from ...core.store import SNAPSHOT
 from ...core.store import Store
 from .base import StoreBackend
+from .base import disk_usage
+from .pool import Pool
 
 logger = logging.getLogger('collective.safedeploy')
 
@@ -33,44 +52,328 @@ class CopyBackend(StoreBackend):
         super().__init__(config)
         directory = os.path.join(self.root.path, SNAPSHOTS)
         self.store = Store(directory, SNAPSHOT)
+        self.pool = Pool(directory)
 
     def check(self):
         self.root.current_path()
+
+    def fs_rels(self):
+        return [s.fs for s in self.root.storages if s.fs]
+
+    def manifests(self):
+        return [self.store.manifest(row['name'])
+                for row in self.snapshots()]
+
+    def cleanup(self):
+        super().cleanup()
+        self.collect()
+
+    def collect(self):
+        """Drop pool bytes and blob links no kept snapshot references --
+        unless a snapshot's manifest is damaged: what it references is
+        unknown, so the pool is left as it is."""
+        if any(self.store.entry(n) == 'damaged'
+               for n in self.store.on_disk(strict=False)):
+            logger.warning('a snapshot in %s is damaged; the snapshot pool '
+                           'is not cleaned up until it is removed by hand',
+                           self.store.directory)
+            return
+        self.pool.collect(self.manifests(), self.fs_rels())
+
+    # -- create ------------------------------------------------------------
 
     def create(self, name, release=None, durable=False):
         with self.lock():
             source = self.root.current_path()
             self.cleanup()
             self.refuse_existing(name)
+            manifests = self.manifests()
 
             def fill(path, generation):
-                return dict(storages=self.root.copy_data(
-                    source, path, self.root.hints(self._entries()),
-                    keep_blobs=True, durable=durable))
+                storages = []
+                for s in self.root.storages:
+                    if s.fs:
+                        storages.append(self._take_storage(
+                            source, s, manifests, durable))
+                    if s.other:
+                        self.root._copy_other(source, path, s.other)
+                fsutil.fsync_directory(path)
+                return dict(storages=storages, layout='pool')
             return self.take(name, release, fill)
+
+    def _take_storage(self, source, s, manifests, durable):
+        """Add production's new transactions and blobs of one Data.fs to
+        the pool, verify them; the manifest entry."""
+        from .. import verify as fsverify
+        src_fs = os.path.join(source, s.fs)
+        previous = self.pool.latest(s.fs, manifests)
+        taken = None
+        if previous is not None:
+            taken = self.pool.append(src_fs, previous, durable)
+        if taken is None:
+            taken = self.pool.start_new(src_fs, s.fs, durable)
+            chain = []
+        else:
+            chain = list(previous.get('chain', []))
+        number, start, pos, prefix = taken
+        pool_fs = self.pool.fs_path(s.fs, number)
+        last = filestorage.tid_hex(pos.last_tid)
+        if start == 0:
+            # a new pool file: opened by ZODB once, its index saved
+            fsverify.verify(pool_fs, None, expected_tid=pos.last_tid,
+                            write_index=True)
+        entry = dict(fs=s.fs, blobs=s.blobs, pool=number, start=start,
+                     end=pos.end, last_tid=last,
+                     first_tid=filestorage.tid_hex(prefix.first_tid),
+                     source=prefix.as_dict())
+        problem = self.pool.check(entry)
+        if problem:
+            raise filestorage.VerificationFailed(
+                'the new snapshot of %s failed: %s' % (s.fs, problem))
+        transactions = blobs = 0
+        if s.blobs:
+            src_blobs = os.path.join(source, s.blobs)
+            if not os.path.isdir(src_blobs):
+                raise filestorage.CopyError(
+                    'no blob directory at %s; check the blob-dir path'
+                    % src_blobs)
+            if start == 0:
+                added = self.pool.link_all_blobs(src_blobs, s.fs, number)
+                entry['blobs_added'] = added
+            # the delta's transactions, read with ZODB's iterator: each
+            # parses, and every blob it references is in the pool
+            transactions, blobs, names = self.pool.link_new_blobs(
+                src_blobs, s.fs, number, max(start, 4), pos.last_tid)
+            if start:
+                entry['blobs_added'] = names
+        elif start:
+            from ..verify import blob_records
+            transactions = sum(1 for oid, _ in blob_records(
+                pool_fs, start, pos.last_tid) if oid is None)
+        fd = os.open(pool_fs, os.O_RDONLY)
+        try:
+            from .pool import hash_range
+            chain.append([start, pos.end, hash_range(fd, start, pos.end)])
+        finally:
+            os.close(fd)
+        entry.update(chain=chain, checked_transactions=transactions,
+                     checked_blobs=blobs,
+                     verified_since=previous['last_tid']
+                     if start and previous else None)
+        return entry
+
+    # -- listing -----------------------------------------------------------
+
+    @staticmethod
+    def pooled(manifest):
+        return any(e.get('pool') is not None
+                   for e in manifest.get('storages', []))
+
+    def usage(self, name):
+        manifest = self.store.manifest(name)
+        size, holds = disk_usage(self.store.path(name))
+        if not self.pooled(manifest):
+            return size, holds
+        for entry in manifest['storages']:
+            if entry.get('pool') is None:
+                continue
+            size += entry['end'] + self.pool.blob_bytes(entry)
+            added = entry.get('blobs_added')
+            holds += entry['end'] - entry['start'] + (
+                self.pool.blob_bytes(entry) if not isinstance(added, list)
+                else self.pool.blob_bytes(entry, added_only=True))
+        return size, holds
+
+    def _row(self, manifest, sizes=False):
+        row = super()._row(manifest, sizes)
+        if self.pooled(manifest):
+            row['pool'] = [dict(fs=e['fs'], file=e['pool'], start=e['start'],
+                                end=e['end']) for e in manifest['storages']
+                           if e.get('pool') is not None]
+        return row
 
     def state(self, manifest):
         return 'damaged' if self.damaged(manifest) else 'ok'
 
     def damaged(self, manifest):
-        """The Data.fs files of a snapshot that are not what it recorded
-        (shorter: a power cut came before the copy reached the disk; or
-        replaced by hand).  A restore refuses such a snapshot."""
+        """What of a snapshot is not what it recorded (a pool file shorter:
+        a power cut came before the copy reached the disk; or replaced by
+        hand), one line each.  A restore refuses such a snapshot."""
+        problems = []
         path = self.store.path(manifest['name'])
-        return [entry['fs'] for entry in manifest.get('storages', [])
-                if entry.get('copy') and not filestorage.still_prefix(
+        for entry in manifest.get('storages', []):
+            if entry.get('pool') is not None:
+                problem = self.pool.check(entry)
+                if problem:
+                    problems.append('%s: %s' % (entry['fs'], problem))
+            elif entry.get('copy') and not filestorage.still_prefix(
                     os.path.join(path, entry['fs']),
-                    filestorage.Prefix.from_dict(entry['copy']))]
+                    filestorage.Prefix.from_dict(entry['copy'])):
+                problems.append('its %s is not what it recorded' % entry['fs'])
+        return problems
 
-    def restore(self, name, force=False, discard_writes=False):
-        info = self.info(name)
+    def refuse_damaged(self, name, info):
         damaged = self.damaged(info)
         if damaged:
             raise Refused(
-                'snapshot %s is damaged: its %s is not what it recorded '
-                '(shorter: a power cut came before it reached the disk; or '
-                'changed by hand); restore another snapshot'
-                % (name, damaged[0]))
+                'snapshot %s is damaged: %s (shorter: a power cut came '
+                'before it reached the disk; or changed by hand); restore '
+                'another snapshot' % (name, damaged[0]))
+
+    # -- restore, export, destroy ------------------------------------------
+
+    def restore(self, name, force=False, discard_writes=False):
+        info = self.info(name)
+        self.refuse_damaged(name, info)
+        if not self.pooled(info):
+            return self.restore_as_generation(
+                name, info, self.store.path(name), force, discard_writes,
+                own_copy=True)
+        snapshot_dir = self.store.path(name)
+
+        def make(tmp):
+            os.mkdir(tmp)
+            self._write_out(info, snapshot_dir, tmp, hand_over=True,
+                            durable=True)
+
+        def check(path):
+            return self._check_restored(info, path)
         return self.restore_as_generation(
-            name, info, self.store.path(name), force, discard_writes,
-            own_copy=True)
+            name, info, snapshot_dir, force, discard_writes,
+            make=make, check=check)
+
+    def _write_out(self, info, snapshot_dir, target, hand_over=False,
+                   durable=False):
+        """The snapshot's files in ``target``: each Data.fs exactly its
+        recorded prefix, each blob tree linked from the pool, the other
+        files copied from the snapshot's directory."""
+        entries = {e['fs']: e for e in info.get('storages', [])}
+        for s in self.root.storages:
+            if s.fs:
+                entry = entries[s.fs]
+                dst = os.path.join(target, s.fs)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                self._write_fs(entry, dst, hand_over, durable)
+                if s.blobs:
+                    self.pool.materialise_blobs(
+                        entry, os.path.join(target, s.blobs))
+            if s.other:
+                self.root._copy_other(snapshot_dir, target, s.other)
+        fsutil.fsync_directory(target)
+
+    def _write_fs(self, entry, dst, hand_over, durable):
+        from .. import copy as fscopy
+        pool_fs = self.pool.fs_path(entry['fs'], entry['pool'])
+        end = entry['end']
+        refs = self.pool.references(self.manifests())
+        newest = refs.get((entry['fs'], entry['pool']), (0,))[0] == end
+        st = os.stat(pool_fs)
+        if hand_over and newest and st.st_nlink == 1 and \
+                st.st_size == end and end > 4:
+            # the pool file is exactly this snapshot: hand it over, sealed
+            # first, so that nothing of ours appends to it again
+            self.pool.seal(entry['fs'], entry['pool'])
+            try:
+                os.link(pool_fs, dst)
+                linked = True
+            except OSError:
+                linked = False
+            if linked:
+                pos = filestorage.saved_index_position(pool_fs)
+                if pos is not None and pos <= end:
+                    fscopy._copy_index(pool_fs, dst)
+                if durable:
+                    fsutil.fsync_file(dst)
+                return
+        fscopy.copy_prefix(pool_fs, dst, end=end, sync=durable)
+        pos = filestorage.saved_index_position(dst)
+        if pos is not None and pos > end:
+            os.unlink(dst + '.index')   # an index of a longer file
+
+    def _check_restored(self, info, path):
+        """Each restored Data.fs opens and ends with the recorded
+        transaction (its blobs were checked when the snapshot was taken);
+        the manifest entries of the generation."""
+        from .. import verify as fsverify
+        result = []
+        for entry in info['storages']:
+            fs = os.path.join(path, entry['fs'])
+            last = filestorage.tid_bytes(entry['last_tid'])
+            if entry.get('blobs'):
+                fsverify.prepare_blob_dir(os.path.join(path, entry['blobs']))
+            fsverify.verify(fs, None, expected_tid=last, write_index=True)
+            st = os.stat(fs)
+            prefix = filestorage.Prefix(
+                st.st_ino, st.st_dev, entry['end'], last,
+                filestorage.tid_bytes(entry.get('first_tid')))
+            result.append(dict(
+                fs=entry['fs'], blobs=entry.get('blobs'),
+                copy=prefix.as_dict(), source=entry.get('source'),
+                last_tid=entry['last_tid'], checked_transactions=0,
+                checked_blobs=0))
+        return result
+
+    def export(self, name, directory):
+        """Write snapshot ``name`` into ``directory`` (a new directory):
+        the configured files, each Data.fs exactly the recorded prefix,
+        checked against the chain's checksums."""
+        directory = os.path.abspath(directory)
+        if os.path.lexists(directory):
+            raise Refused('%s exists; --export writes a new directory: '
+                          'name one that does not exist' % directory)
+        parent = os.path.dirname(directory)
+        if not os.path.isdir(parent):
+            raise NotFound('%s does not exist; create it or name another '
+                           'directory' % parent)
+        if fsutil.is_within(directory, self.root.path):
+            raise Refused('%s is inside the data root %s; export somewhere '
+                          'else' % (directory, self.root.path))
+        with self.lock():
+            info = self.info(name)
+            self.refuse_damaged(name, info)
+            tmp = os.path.join(parent, '.%s.exporting' % os.path.basename(
+                directory))
+            if os.path.lexists(tmp):
+                fsutil.remove_tree(tmp)
+            os.mkdir(tmp)
+            try:
+                if self.pooled(info):
+                    self._write_out(info, self.store.path(name), tmp)
+                    for entry in info['storages']:
+                        self.pool.check_chain(os.path.join(tmp, entry['fs']),
+                                              entry)
+                else:
+                    self._export_earlier(info, tmp)
+                os.rename(tmp, directory)
+            except BaseException:
+                fsutil.remove_tree(tmp)
+                raise
+            return directory
+
+    def _export_earlier(self, info, target):
+        """Export a snapshot of an earlier version (its own Data.fs, blob
+        links in ``<blobs>.kept``)."""
+        from .. import copy as fscopy
+        path = self.store.path(info['name'])
+        entries = {e['fs']: e for e in info.get('storages', [])}
+        for s in self.root.storages:
+            if s.fs:
+                dst = os.path.join(target, s.fs)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                fscopy.copy_prefix(os.path.join(path, s.fs), dst,
+                                   end=entries[s.fs]['copy']['end'])
+                if s.blobs:
+                    src = os.path.join(path, s.blobs)
+                    kept = fscopy.kept_path(src)
+                    if not os.path.isdir(kept):
+                        fscopy._keep_links(src, kept)
+                    fscopy.rebuild_from_kept(kept,
+                                             os.path.join(target, s.blobs))
+            if s.other:
+                self.root._copy_other(path, target, s.other)
+
+    def destroy(self, name):
+        with self.lock():
+            self.info(name)
+            self.store.discard(name, 'destroyed')
+            self.collect()

@@ -1,0 +1,407 @@
+"""The hidden pool of the copy backend: snapshots in O(delta).
+
+FileStorage only appends between packs, so a snapshot needs only the
+transactions and blobs written since the previous one.  The snapshots of a
+data root share their Data.fs bytes and blob files in
+``DATA/snapshots/.pool``; a snapshot's own directory holds its manifest
+(and copies of the configured files that are not a FileStorage)::
+
+    .pool/<fs>/3.fs          Data.fs bytes: a prefix of production's file,
+                             appended to by later snapshots
+    .pool/<fs>/3.fs.index    an index saved at the end of its first copy
+    .pool/<fs>/3.blobs/      the committed blob files, flat hard links
+                             (a name is the path in the tree with ``%``)
+    .pool/<fs>/3.sealed      handed to a restored generation: never
+                             appended to again
+
+(``<fs>`` is the Data.fs path relative to a generation, ``/`` as ``%``.)
+
+A snapshot records, per Data.fs, its pool file, the byte range it added
+(``start``, ``end``), the last transaction id and, as ``chain``, the
+sha256 of every range from 0 to ``end``: its own delta and the ones it
+builds on.  A new snapshot appends to the newest unsealed pool file when
+production still extends it (same first transaction, same bytes before
+the seam, the recorded transaction ending there), else it starts a new
+pool file (after a pack, a restore of an older state, or any mismatch).
+
+Blob files a snapshot needs are the pool's files whose transaction id is at
+most its last one: blob files are never rewritten, and one pool file is one
+line of history.
+
+Nothing but bin/snapshot writes the pool, always under the data root's
+lock.  A killed create leaves at most bytes past every recorded end (cut by
+:meth:`Pool.collect` on the next run), blob links newer than every recorded
+transaction and unreferenced pool files (removed by it too).
+"""
+import errno
+import hashlib
+import os
+import shutil
+
+from .. import copy as fscopy
+from .. import filestorage
+from ...core import fsutil
+
+POOL = '.pool'
+SEP = fscopy.KEPT_SEP
+SEAM = 1 << 16        # bytes compared before the seam
+HASH_CHUNK = 8 << 20
+
+
+def blob_tid(name):
+    """The transaction id (an int) in a blob file's name, or None."""
+    base = name.rsplit(SEP, 1)[-1]
+    if not base.endswith('.blob') or not base.startswith('0x'):
+        return None
+    try:
+        return int(base[2:-5], 16)
+    except ValueError:
+        return None
+
+
+def tid_int(tid_hex):
+    return int(tid_hex, 16) if tid_hex else 0
+
+
+def hash_range(fd, start, end):
+    digest = hashlib.sha256()
+    pos = start
+    while pos < end:
+        data = os.pread(fd, min(HASH_CHUNK, end - pos), pos)
+        if not data:
+            raise filestorage.VerificationFailed(
+                'the pool file ended at %d, before %d' % (pos, end))
+        digest.update(data)
+        pos += len(data)
+    return digest.hexdigest()
+
+
+class Pool:
+    """The pool of one data root's copy snapshots."""
+
+    def __init__(self, snapshots_directory):
+        self.path = os.path.join(snapshots_directory, POOL)
+
+    def directory(self, fs_rel):
+        return os.path.join(self.path, fs_rel.replace('/', SEP))
+
+    def fs_path(self, fs_rel, number):
+        return os.path.join(self.directory(fs_rel), '%d.fs' % number)
+
+    def blobs_path(self, fs_rel, number):
+        return os.path.join(self.directory(fs_rel), '%d.blobs' % number)
+
+    def sealed_path(self, fs_rel, number):
+        return os.path.join(self.directory(fs_rel), '%d.sealed' % number)
+
+    def is_sealed(self, fs_rel, number):
+        return os.path.exists(self.sealed_path(fs_rel, number))
+
+    def numbers(self, fs_rel):
+        try:
+            names = os.listdir(self.directory(fs_rel))
+        except FileNotFoundError:
+            return []
+        found = set()
+        for name in names:
+            head = name.split('.', 1)[0]
+            if head.isdigit():
+                found.add(int(head))
+        return sorted(found)
+
+    def seal(self, fs_rel, number):
+        fsutil.atomic_write(self.sealed_path(fs_rel, number), 'sealed\n')
+
+    # -- what the snapshots reference -------------------------------------
+
+    @staticmethod
+    def references(manifests):
+        """{(fs, pool number): (max end, max last tid)} of the entries of
+        ``manifests``."""
+        refs = {}
+        for manifest in manifests:
+            for entry in manifest.get('storages', []):
+                if entry.get('pool') is None:
+                    continue
+                key = (entry['fs'], entry['pool'])
+                end, tid = refs.get(key, (0, 0))
+                refs[key] = (max(end, entry['end']),
+                             max(tid, tid_int(entry.get('last_tid'))))
+        return refs
+
+    def collect(self, manifests, fs_rels):
+        """Make the pool what the complete snapshots ``manifests``
+        reference, no more: cut what a killed run appended past every
+        recorded end of an unsealed pool file, unlink blob links newer than
+        every recorded transaction, remove pool files nothing references.
+        Call under the data root's lock."""
+        refs = self.references(manifests)
+        for fs_rel in fs_rels:
+            for number in self.numbers(fs_rel):
+                ref = refs.get((fs_rel, number))
+                if ref is None:
+                    self.remove(fs_rel, number)
+                    continue
+                end, tid = ref
+                path = self.fs_path(fs_rel, number)
+                if not self.is_sealed(fs_rel, number) and \
+                        os.path.exists(path) and \
+                        os.path.getsize(path) > end:
+                    with open(path, 'r+b') as f:
+                        f.truncate(end)
+                        os.fsync(f.fileno())
+                blobs = self.blobs_path(fs_rel, number)
+                if os.path.isdir(blobs):
+                    for name in os.listdir(blobs):
+                        t = blob_tid(name)
+                        if t is not None and t > tid:
+                            os.unlink(os.path.join(blobs, name))
+                for leftover in (path + '.copying', blobs + '.tmp'):
+                    if os.path.isdir(leftover):
+                        shutil.rmtree(leftover)
+                    elif os.path.lexists(leftover):
+                        os.unlink(leftover)
+
+    def remove(self, fs_rel, number):
+        """Unlink a pool file and its blob links (a generation holding the
+        file by a link of its own keeps it)."""
+        base = os.path.join(self.directory(fs_rel), '%d.' % number)
+        for suffix in ('fs', 'fs.index', 'fs.copying', 'sealed'):
+            if os.path.lexists(base + suffix):
+                os.unlink(base + suffix)
+        for suffix in ('blobs', 'blobs.tmp'):
+            if os.path.isdir(base + suffix):
+                shutil.rmtree(base + suffix)
+
+    # -- taking a snapshot -------------------------------------------------
+
+    def latest(self, fs_rel, manifests):
+        """The entry with the highest end in the newest unsealed pool file
+        of ``fs_rel``, or None."""
+        best = None
+        for manifest in manifests:
+            for entry in manifest.get('storages', []):
+                if entry.get('fs') != fs_rel or entry.get('pool') is None:
+                    continue
+                if self.is_sealed(fs_rel, entry['pool']):
+                    continue
+                if best is None or (entry['pool'], entry['end']) > (
+                        best['pool'], best['end']):
+                    best = entry
+        return best
+
+    def extends(self, fd, entry):
+        """True when the open production file ``fd`` starts with what the
+        pool file of ``entry`` holds up to its end: same first transaction,
+        the recorded transaction ending at the seam, the same bytes just
+        before it."""
+        end = entry['end']
+        path = self.fs_path(entry['fs'], entry['pool'])
+        try:
+            pool_fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            if os.fstat(pool_fd).st_size < end or os.fstat(fd).st_size < end:
+                return False
+            if end <= 4:
+                return os.pread(fd, 4, 0) == os.pread(pool_fd, 4, 0)
+            if os.pread(fd, 12, 0) != os.pread(pool_fd, 12, 0):
+                return False
+            found = filestorage._record_ending_at(fd, end)
+            if found is None or filestorage.tid_hex(found[1]) != \
+                    entry['last_tid']:
+                return False
+            start = max(4, end - SEAM)
+            return os.pread(fd, end - start, start) == \
+                os.pread(pool_fd, end - start, start)
+        finally:
+            os.close(pool_fd)
+
+    def append(self, src_fs, entry, durable):
+        """Append production's transactions committed since ``entry``'s
+        end to its pool file.  Returns (pool number, start, Position,
+        production's Prefix), or None when production no longer extends
+        it."""
+        fd = filestorage._open_source(src_fs)
+        try:
+            if not self.extends(fd, entry):
+                return None
+            st = os.fstat(fd)
+            start = entry['end']
+            last = filestorage.tid_bytes(entry['last_tid'])
+            pos = filestorage._committed_end(fd, src_fs, st.st_size,
+                                             hint=(start, last))
+            if pos.end < start:
+                return None
+            path = self.fs_path(entry['fs'], entry['pool'])
+            out = os.open(path, os.O_WRONLY)
+            try:
+                os.ftruncate(out, start)     # a killed run's tail
+                fscopy._copy_range(fd, out, start, pos.end)
+                if durable:
+                    os.fsync(out)
+            finally:
+                os.close(out)
+            pos = filestorage.Position(pos.end, pos.last_tid or last)
+            prefix = filestorage.Prefix(
+                st.st_ino, st.st_dev, pos.end, pos.last_tid,
+                filestorage._first_tid(fd, pos.end))
+            return entry['pool'], start, pos, prefix
+        finally:
+            os.close(fd)
+
+    def start_new(self, src_fs, fs_rel, durable):
+        """A new pool file holding production's committed prefix.  Returns
+        (pool number, 0, Position, production's Prefix)."""
+        numbers = self.numbers(fs_rel)
+        number = (numbers[-1] + 1) if numbers else 1
+        os.makedirs(self.directory(fs_rel), exist_ok=True)
+        self.remove(fs_rel, number)
+        path = self.fs_path(fs_rel, number)
+        prefix = fscopy.copy_prefix(src_fs, path, sync=durable)
+        return number, 0, filestorage.Position(
+            prefix.end, prefix.last_tid), prefix
+
+    def link_all_blobs(self, src_blobs, fs_rel, number):
+        """Link every committed blob file of ``src_blobs`` into the pool
+        (a new pool file: all its blobs are new to it)."""
+        target = self.blobs_path(fs_rel, number)
+        os.makedirs(target, 0o700, exist_ok=True)
+        layout = os.path.join(src_blobs, fscopy.LAYOUT)
+        if os.path.exists(layout):
+            shutil.copyfile(layout, os.path.join(target, fscopy.LAYOUT))
+        added = 0
+        for rel in fscopy.blob_files(src_blobs):
+            if self._link(os.path.join(src_blobs, rel), target,
+                          rel.replace(os.sep, SEP)):
+                added += 1
+        return added
+
+    @staticmethod
+    def _link(src, target, name):
+        dst = os.path.join(target, name)
+        if os.path.lexists(dst):
+            return False
+        try:
+            os.link(src, dst)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
+                raise
+            fscopy.clone_file(src, dst)
+        return True
+
+    def link_new_blobs(self, src_blobs, fs_rel, number, start, last_tid):
+        """Link the blob files the transactions of the pool file from
+        byte ``start`` on reference (what the delta added), checking each
+        is there.  Returns (transactions, blobs checked, names added)."""
+        from ZODB.blob import FilesystemHelper
+        from ..verify import blob_records
+        helper = FilesystemHelper(src_blobs)
+        target = self.blobs_path(fs_rel, number)
+        os.makedirs(target, 0o700, exist_ok=True)
+        transactions = blobs = 0
+        added = []
+        base = helper.base_dir
+        for oid, tid in blob_records(self.fs_path(fs_rel, number), start,
+                                     last_tid):
+            if oid is None:
+                transactions += 1
+                continue
+            blobs += 1
+            path = helper.getBlobFilename(oid, tid)
+            name = path[len(base):].replace(os.sep, SEP)
+            if os.path.exists(os.path.join(target, name)):
+                continue
+            try:
+                if self._link(path, target, name):
+                    added.append(name)
+            except FileNotFoundError:
+                raise filestorage.VerificationFailed(
+                    'blob of object 0x%s, transaction %s, is missing from %s'
+                    % (oid.hex().lstrip('0') or '0',
+                       filestorage.tid_hex(tid), src_blobs))
+        return transactions, blobs, added
+
+    # -- reading a snapshot back -------------------------------------------
+
+    def check(self, entry):
+        """What is wrong with the pool bytes of ``entry`` (a line), or
+        None: its pool file holds at least ``end`` bytes, with the recorded
+        first and last transactions."""
+        path = self.fs_path(entry['fs'], entry['pool'])
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return 'its pool file %s is missing' % path
+        try:
+            end = entry['end']
+            if os.fstat(fd).st_size < end:
+                return 'its pool file %s is shorter than recorded' % path
+            if end <= 4:
+                return None
+            found = filestorage._record_ending_at(fd, end)
+            if found is None or filestorage.tid_hex(found[1]) != \
+                    entry['last_tid'] or filestorage.tid_hex(
+                        filestorage._first_tid(fd, end)) != \
+                    entry.get('first_tid'):
+                return 'its pool file %s is not what it recorded' % path
+            return None
+        finally:
+            os.close(fd)
+
+    def check_chain(self, fs_path, entry):
+        """Hash the ranges of ``fs_path`` (a copy of the snapshot's prefix,
+        or its pool file) against the checksums ``entry`` recorded."""
+        fd = os.open(fs_path, os.O_RDONLY)
+        try:
+            for start, end, digest in entry.get('chain', []):
+                if hash_range(fd, start, end) != digest:
+                    raise filestorage.VerificationFailed(
+                        'bytes %d to %d of %s are not what the snapshot '
+                        'recorded' % (start, end, fs_path))
+        finally:
+            os.close(fd)
+
+    def blob_names(self, entry):
+        """The flat names of the blob files ``entry`` holds."""
+        blobs = self.blobs_path(entry['fs'], entry['pool'])
+        last = tid_int(entry.get('last_tid'))
+        try:
+            names = os.listdir(blobs)
+        except FileNotFoundError:
+            return blobs, []
+        return blobs, [n for n in names if blob_tid(n) is not None and
+                       blob_tid(n) <= last]
+
+    def materialise_blobs(self, entry, dst_blobdir):
+        """The blob tree of ``entry`` in ``dst_blobdir`` (must not exist),
+        hard links to the pool's files (copies across filesystems)."""
+        source, names = self.blob_names(entry)
+        os.makedirs(dst_blobdir, 0o700)
+        layout = os.path.join(source, fscopy.LAYOUT)
+        if os.path.exists(layout):
+            shutil.copyfile(layout, os.path.join(dst_blobdir, fscopy.LAYOUT))
+        made = set()
+        for name in names:
+            parts = name.split(SEP)
+            directory = os.path.join(dst_blobdir, *parts[:-1])
+            if directory not in made:
+                os.makedirs(directory, 0o700, exist_ok=True)
+                made.add(directory)
+            self._link(os.path.join(source, name), directory, parts[-1])
+        os.makedirs(os.path.join(dst_blobdir, fscopy.TMP_DIR), 0o700,
+                    exist_ok=True)
+        return len(names)
+
+    def blob_bytes(self, entry, added_only=False):
+        source, names = self.blob_names(entry)
+        if added_only:
+            names = entry.get('blobs_added', [])
+        total = 0
+        for name in names:
+            try:
+                total += os.stat(os.path.join(source, name)).st_size
+            except OSError:
+                pass
+        return total
