@@ -11,11 +11,9 @@ import sys
 import time
 
 from collective.safedeploy.core.errors import Refused
-from collective.safedeploy.evolve import guard
 from collective.safedeploy.evolve import state
 from collective.safedeploy.evolve import switchback
 from collective.safedeploy.zeo import server as zeoserver
-from collective.safedeploy.zeo import control as zeocontrol
 from collective.safedeploy.zeo import freeze as zeofreeze
 from collective.safedeploy.tests import writersupport
 from collective.safedeploy.tests import zeosupport
