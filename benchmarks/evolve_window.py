@@ -23,7 +23,8 @@ During the first evolve-copy a writer (``tests/writersupport.py``)
 commits through ZEO every 10 ms: its longest refused interval (first
 refused attempt to the next acknowledged commit) is printed against the
 window evolve-copy prints; they agree within the writer's retry interval
-plus its reconnect to the restarted server.
+plus its reconnect to the restarted server (a ZEO client retries a lost
+connection after 1 s plus up to 1 s at random: ZEO.asyncio.client).
 """
 import argparse
 import io

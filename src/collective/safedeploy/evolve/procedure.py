@@ -481,11 +481,13 @@ class EvolveCopy:
             self.data.generations.journal.append(
                 'failed', name=self.name, reason=reason)
             if isinstance(error, Exception):
+                kept = 'with those writes' if isinstance(
+                    error, WrittenAfterFreeze) else 'unchanged'
                 raise EvolveCopyFailed(
                     '%s; production is writable on its old data (generation '
-                    '%s, unchanged); the copy is kept in %s with %s -- fix '
+                    '%s, %s); the copy is kept in %s with %s -- fix '
                     'it and run bin/evolve-copy --resume' % (
-                        reason, self.source, path, REPORT)) from error
+                        reason, self.source, kept, path, REPORT)) from error
 
 
 class StepLog:
