@@ -18,6 +18,13 @@ switched and thawed.  The same delta is then put through:
 
 Finally the evolve-copy window is measured again on a database twice the
 size with the same delta: the window depends on the delta, not the size.
+
+During the first evolve-copy a writer (``tests/writersupport.py``)
+commits through ZEO every 10 ms: its longest refused interval (first
+refused attempt to the next acknowledged commit) is printed against the
+window evolve-copy prints; they agree within the writer's retry interval
+plus its reconnect to the restarted server (a ZEO client retries a lost
+connection after 1 s plus up to 1 s at random: ZEO.asyncio.client).
 """
 import argparse
 import io
@@ -128,23 +135,36 @@ class DeltaEvolveCopy(procedure.EvolveCopy):
         return result
 
 
-def evolve_copy_window(root, size_mib, blobs, delta_bytes, delta_blobs):
+def evolve_copy_window(root, size_mib, blobs, delta_bytes, delta_blobs,
+                       writer=False):
     data = generate(root, size_mib, blobs)
     size = os.path.getsize(data.fs('1'))
     server = zeoserver.ZEOServer('127.0.0.1:%d' % zeoserver.free_port(),
                               os.path.join(root, 'zeo'))
     control = zeocontrol.DataServer(server, state.FS, state.BLOBS)
     control.thaw(data.dir('1'))
+    log = None
     try:
+        if writer:
+            from collective.safedeploy.tests import writersupport
+            writer = writersupport.Writer(
+                zeoserver.format_address(server.address),
+                os.path.join(root, 'writer'), interval=0.01)
         out = io.StringIO()
         run = DeltaEvolveCopy(root, NOOP, control, out=out, progress=False)
         run.delta = (delta_bytes, delta_blobs)
         run.run()
+        if writer:
+            writer.wait_acknowledged(3)
+            log = writer.stop()
     finally:
+        if writer and log is None:
+            writer.stop()
         server.stop()
     lines = out.getvalue().strip().splitlines()
     return dict(size=size, window=run.window, times=run.times,
-                output=lines, data=data)
+                output=lines, data=data,
+                refused=log.longest_refusal() if log else None)
 
 
 def timed(args, **kw):
@@ -234,7 +254,8 @@ def main(argv=None):
         print('generating %d MiB Data.fs + %d blobs; delta %d MiB + %d blobs'
               % (args.size_mib, args.blobs, delta_bytes // MiB, delta_blobs))
         one = evolve_copy_window(os.path.join(work, 'data1'), args.size_mib,
-                                 args.blobs, delta_bytes, delta_blobs)
+                                 args.blobs, delta_bytes, delta_blobs,
+                                 writer=True)
         for line in one['output']:
             print('  ' + line)
         data = one['data']
@@ -253,6 +274,9 @@ def main(argv=None):
         print('evolve-copy read-only window:       %7.3f s (catch-up %.3f s,'
               ' evolve %.3f s)' % (w1, one['times']['catch_up'],
                                    one['times']['evolve']))
+        print('writer\'s longest refused interval: %7.3f s (window %.3f s, '
+              'difference %+.3f s; retry interval 0.010 s)' % (
+                  one['refused'], w1, one['refused'] - w1))
         print('repozo incremental backup+restore:  %7.3f s (%.3f + %.3f)  '
               'ratio %.1fx' % (rz, rz_b, rz_r, rz / w1))
         print('collective.recipe.backup backup+restore: %7.3f s (%.3f + '

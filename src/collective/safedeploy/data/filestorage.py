@@ -281,6 +281,24 @@ def count_transactions_after(fs_path, tid):
         os.close(fd)
 
 
+def transaction_tids(fs_path):
+    """The ids of the committed transactions of ``fs_path``, oldest first
+    (read-only, header by header; the file may be in use)."""
+    fd = _open_source(fs_path)
+    try:
+        size = os.fstat(fd).st_size
+        _check_magic(fd, fs_path)
+        end = _committed_end(fd, fs_path, size).end
+        pos, tids = 4, []
+        while pos < end:
+            txn_tid, tl, status = _header(fd, pos)
+            tids.append(txn_tid)
+            pos += tl + 8
+        return tids
+    finally:
+        os.close(fd)
+
+
 def first_tid_of(fs_path, end):
     """The first transaction id of a FileStorage file (None when empty)."""
     if end <= 4:

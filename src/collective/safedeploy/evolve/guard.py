@@ -22,6 +22,7 @@ from ..zeo.control import control_config
 from ..zeo.control import control_from_config
 from ..zeo.server import alive
 from ..zeo.server import child_env
+from ..zeo.freeze import unmark_frozen
 from .state import DataRoot
 
 logger = logging.getLogger('collective.safedeploy')
@@ -33,10 +34,15 @@ def guard_path(data):
     return os.path.join(data.path, GUARD)
 
 
-def thaw_on_current(data, control, log=logger):
+def thaw_on_current(data, control, log=logger, left=None):
     """Make production writable on whatever ``current`` is (after a killed
-    run: its old generation, or the new one once the flip happened)."""
+    run: its old generation, or the new one once the flip happened); the
+    frozen marks of ``current`` and of ``left`` (the generation the run
+    froze) go."""
     name = data.current()
+    for generation in {name, left or name}:
+        if os.path.isdir(data.dir(generation)):
+            unmark_frozen(data.dir(generation))
     serving = control.serving()
     if serving is not None and not serving[1] and \
             os.path.realpath(serving[0]) == os.path.realpath(data.fs(name)):
@@ -56,7 +62,7 @@ def recover_production(data, log=logger):
         return False
     control = control_from_config(guard['control'])
     control.settle(guard.get('prepared', ()))
-    thaw_on_current(data, control, log)
+    thaw_on_current(data, control, log, left=guard.get('generation'))
     os.unlink(path)
     return True
 

@@ -46,6 +46,8 @@ from ..data import verify as fsverify
 from . import runners
 from ..zeo.control import check_choice
 from ..release import pairing
+from ..zeo.freeze import mark_frozen
+from ..zeo.freeze import unmark_frozen
 from .guard import Guard
 from .guard import thaw_on_current
 from .guard import recover_production
@@ -61,6 +63,12 @@ logger = logging.getLogger('collective.safedeploy')
 
 class EvolveCopyFailed(SafeDeployError):
     """A step failed; production was thawed on its old data."""
+
+
+class WrittenAfterFreeze(SafeDeployError):
+    """Production's generation got transactions after the caught-up point
+    (its server was restarted writable behind the evolve-copy's back):
+    switching would leave them behind."""
 
 
 # ZEO clients prefetch object ids in batches (ClientStorage._oids) and keep
@@ -224,6 +232,9 @@ class EvolveCopy:
         self.guard.arm(self.source, self.control)
         self.frozen = True
         self.frozen_at = time.monotonic()
+        # with the data: a restarted server comes up frozen too
+        mark_frozen(self.data.dir(self.source), by='evolve-copy',
+                    copy=self.name)
         self.control.freeze(self.data.dir(self.source))
         return 'production read-only: %s' % self.control.describe()
 
@@ -396,9 +407,32 @@ class EvolveCopy:
                                     os.path.join(path, BLOBS), since)[:2]
 
     # 6. switch
+    def written_after_freeze(self):
+        """How many transactions production's generation got after the
+        caught-up point (0: none; it is still the copy's prefix)."""
+        prefix = filestorage.Prefix.from_dict(self.state['prefix'])
+        src_fs = self.data.fs(self.source)
+        if filestorage.still_prefix(src_fs, prefix) and \
+                filestorage.committed_end(src_fs).end == prefix.end:
+            return 0
+        return max(1, filestorage.count_transactions_after(
+            src_fs, prefix.last_tid))
+
+    def check_not_written(self):
+        count = self.written_after_freeze()
+        if count:
+            raise WrittenAfterFreeze(
+                '%d transaction(s) were committed in data generation %s '
+                'after it was frozen (was its server restarted writable?); '
+                'not switching: they would be left behind' % (
+                    count, self.source))
+
     def switch(self):
         self.wait_synced()
         gens = self.data.generations
+        # production must not have moved since the catch-up: checked now,
+        # right before the flip, and again right after it
+        self.check_not_written()
         if not gens.is_complete(self.name):
             gens.complete(self.name, dict(
                 source=self.source, evolve=self.evolve_spec,
@@ -408,6 +442,11 @@ class EvolveCopy:
         gens.flip(self.name, via='evolve-copy', release=self.release,
                   evolve=self.evolve_spec, source=self.source,
                   switch_tid=self.state['last_tid'])
+        try:
+            self.check_not_written()
+        except WrittenAfterFreeze:
+            gens.flip(self.source, via='undo', left=self.name)
+            raise
         pairing.record(self.releases, self.release, 'evolve-copy',
                        generation=self.name, source=self.source)
         return 'data current -> generation %s (release %s)' % (
@@ -417,6 +456,7 @@ class EvolveCopy:
     def thaw(self):
         self.control.thaw(self.data.dir(self.data.current()))
         self.window = time.monotonic() - self.frozen_at
+        unmark_frozen(self.data.dir(self.source))
         self.frozen = False
         self.guard.stop()
         return 'production writable on data generation %s' % (
@@ -429,7 +469,7 @@ class EvolveCopy:
             reason = str(error)
         if self.frozen:
             try:
-                thaw_on_current(self.data, self.control)
+                thaw_on_current(self.data, self.control, left=self.source)
                 self.frozen = False
                 self.guard.stop()
                 self.say('production thawed on data generation %s' %
@@ -448,11 +488,13 @@ class EvolveCopy:
             self.data.generations.journal.append(
                 'failed', name=self.name, reason=reason)
             if isinstance(error, Exception):
+                kept = 'with those writes' if isinstance(
+                    error, WrittenAfterFreeze) else 'unchanged'
                 raise EvolveCopyFailed(
                     '%s; production is writable on its old data (generation '
-                    '%s, unchanged); the copy is kept in %s with %s -- fix '
+                    '%s, %s); the copy is kept in %s with %s -- fix '
                     'it and run bin/evolve-copy --resume' % (
-                        reason, self.source, path, REPORT)) from error
+                        reason, self.source, kept, path, REPORT)) from error
 
 
 def prune_after(data, keep, releases, say):

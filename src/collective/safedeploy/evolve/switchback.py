@@ -22,6 +22,42 @@ def writes_since_switch(data, name=None):
     return filestorage.count_transactions_after(data.fs(name), tid)
 
 
+def committed_tids(fs_path):
+    """The ids of the committed transactions of a FileStorage file, read
+    header by header (the file may be in use)."""
+    return set(filestorage.transaction_tids(fs_path))
+
+
+def evolve_intervals(data, name):
+    """[(frozen_tid, switch_tid)] of the evolves along the chain of
+    generations ``name`` was made from: the transactions an evolve-copy
+    committed itself (none a client was told about)."""
+    intervals, seen = [], set()
+    while name and name not in seen:
+        seen.add(name)
+        manifest = data.generations.manifest(name) or {}
+        low = filestorage.tid_bytes(manifest.get('frozen_tid'))
+        high = filestorage.tid_bytes(manifest.get('switch_tid'))
+        if low is not None and high is not None:
+            intervals.append((low, high))
+        name = manifest.get('source')
+    return intervals
+
+
+def writes_lacking(data, current, target):
+    """How many transactions clients committed in data generation
+    ``current`` that ``target`` does not hold: compared by transaction id,
+    so writes made in any generation of the chain between them count, not
+    only those since the last switch.  The evolves' own transactions (the
+    chain's manifests say which) do not."""
+    data = DataRoot(data) if isinstance(data, str) else data
+    lacking = committed_tids(data.fs(current)) - committed_tids(
+        data.fs(target))
+    intervals = evolve_intervals(data, current)
+    return sum(1 for tid in lacking if not any(
+        low < tid <= high for low, high in intervals))
+
+
 def drop_client_caches(patterns):
     """Remove ZEO clients' persistent cache files (``*.zec``): a client
     whose cache is newer than the database refuses it ("Server behind
@@ -47,8 +83,9 @@ def switch_data_back(data, target, control=None, discard_writes=False,
     """Make the older data generation ``target`` current again (what
     ``bin/rollback`` calls for a release paired with older data).
 
-    Refuses when the current generation got writes since its switch,
-    unless ``discard_writes``; the abandoned generation is kept.  ZEO
+    Refuses when the current generation holds writes ``target`` lacks
+    (:func:`writes_lacking`), unless ``discard_writes``; the abandoned
+    generation is kept.  ZEO
     clients are stopped, their persistent caches dropped and started
     again around the server restart.
     """
@@ -57,13 +94,13 @@ def switch_data_back(data, target, control=None, discard_writes=False,
     with gens.lock('an evolve-copy or rollback of %s' % data.path):
         current = data.current()
         target = gens.resolve(target)
-        writes = writes_since_switch(data, current)
+        writes = writes_lacking(data, current, target)
         if writes and not discard_writes:
             raise Refused(
-                '%d transactions were committed in data generation %s since '
-                'it became current; going back to %s discards them: run '
-                'again with --discard-writes (generation %s is kept)' % (
-                    writes, current, target, current))
+                '%d transactions were committed in data generation %s that '
+                'generation %s does not hold; going back to %s discards '
+                'them: run again with --discard-writes (generation %s is '
+                'kept)' % (writes, current, target, target, current))
         run_hook(commands.split(client_stop_command, 'client-stop-command'),
                  'client-stop-command', SAFEDEPLOY_DATA=data.dir(target))
         drop_client_caches(client_caches)

@@ -18,6 +18,7 @@ from ..core.errors import ConfigurationError
 from .server import ZEOServer
 from .server import alive
 from .server import format_address
+from .freeze import unmark_frozen
 
 logger = logging.getLogger('collective.safedeploy')
 
@@ -145,6 +146,7 @@ class DataServer:
         self.serve(generation_dir, read_only=True)
 
     def thaw(self, generation_dir):
+        unmark_frozen(generation_dir)
         self.serve(generation_dir, read_only=False)
 
     def serving(self):
@@ -198,6 +200,7 @@ class CommandControl:
         self._run(self.freeze_args, 'freeze-command', generation_dir)
 
     def thaw(self, generation_dir):
+        unmark_frozen(generation_dir)
         self._run(self.thaw_args, 'thaw-command', generation_dir)
 
     def serving(self):

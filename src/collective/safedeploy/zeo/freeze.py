@@ -17,6 +17,41 @@ from ..core import fsutil
 # "PID busy REASON" when it cannot freeze now
 FROZEN = 'zeo.frozen'
 
+# the frozen state kept with the data: in a data generation's directory
+# (the parent of filestorage/Data.fs) while an evolve-copy has it frozen.
+# A server safedeploy starts on a Data.fs below it comes up frozen -- a
+# restart by a process manager cannot make it writable behind the
+# evolve-copy's back.  Thawing removes it (:func:`unmark_frozen`).
+DATA_FROZEN = 'safedeploy-frozen.json'
+
+
+def frozen_mark_path(generation_dir):
+    return os.path.join(generation_dir, DATA_FROZEN)
+
+
+def mark_frozen(generation_dir, **why):
+    """Keep ``generation_dir`` frozen across server restarts (durable: a
+    restart after a power failure must not serve it writable either)."""
+    fsutil.atomic_write_json(frozen_mark_path(generation_dir),
+                             dict(why, pid=os.getpid()), durable=True)
+
+
+def unmark_frozen(generation_dir):
+    try:
+        os.unlink(frozen_mark_path(generation_dir))
+    except FileNotFoundError:
+        return False
+    fsutil.fsync_directory(generation_dir)
+    return True
+
+
+def marked_frozen(fs_path):
+    """True when the data generation holding the Data.fs ``fs_path`` is
+    frozen by its mark (looked for next to the file and one level up)."""
+    directory = os.path.dirname(os.path.abspath(fs_path))
+    return any(os.path.exists(frozen_mark_path(d)) for d in (
+        directory, os.path.dirname(directory)))
+
 
 def server_setup(state_dir, position=None):
     """What a server safedeploy starts does beyond runzeo: trust an index
@@ -103,6 +138,11 @@ def freeze_on_signal(marker):
     def __init__(self, *args, **kw):
         init(self, *args, **kw)
         opened.append(self)
+        if not self.isReadOnly() and marked_frozen(self._file_name):
+            # restarted while an evolve-copy has this data frozen
+            with guard:
+                state['frozen'] = True
+            write('frozen indexed')
 
     def tpc_begin(self, transaction, tid=None, status=' '):
         begin(self, transaction, tid, status)   # holds the commit lock now
