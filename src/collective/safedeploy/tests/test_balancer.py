@@ -1,0 +1,150 @@
+"""collective.safedeploy.balancer against a real HAProxy on loopback."""
+import http.server
+import os
+import threading
+import time
+import unittest
+import urllib.request
+
+from collective.safedeploy import balancer
+from collective.safedeploy.balancer import haproxy
+from . import haproxysupport
+
+
+class Named(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+def serve(test, name):
+    """An HTTP server answering its name; /slow waits 1.5 s first."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == '/slow':
+                time.sleep(1.5)
+            body = name.encode()
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = Named(('127.0.0.1', 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def stop():
+        server.shutdown()
+        server.server_close()
+    test.addCleanup(stop)
+    return server.server_address[1]
+
+
+def get(url, path='/'):
+    with urllib.request.urlopen(url + path, timeout=10) as r:
+        return r.read().decode()
+
+
+class HAProxyBalancerTests(unittest.TestCase):
+
+    def setUp(self):
+        ports = {n: serve(self, n) for n in ('main1', 'main2', 'twin1')}
+        self.proxy = haproxysupport.HAProxy(self, [
+            ('main1', ports['main1'], True),
+            ('main2', ports['main2'], True),
+            ('twin1', ports['twin1'], False)], backend='beta')
+        self.lb = balancer.open(self.proxy.spec)
+
+    def served_by(self, n=6):
+        return {get(self.proxy.url) for _ in range(n)}
+
+    def test_read_back_the_configured_state(self):
+        servers = self.lb.servers()
+        self.assertEqual(sorted(servers), ['main1', 'main2', 'twin1'])
+        self.assertEqual(servers['main1'].admin, balancer.READY)
+        self.assertEqual(servers['twin1'].admin, balancer.MAINT)
+        self.assertTrue(servers['main1'].idle)
+        self.assertEqual(self.served_by(), {'main1', 'main2'})
+
+    def test_switch_waits_for_in_flight_requests_and_survives_a_reload(self):
+        slow = []
+        t = threading.Thread(
+            target=lambda: slow.append(get(self.proxy.url, '/slow')))
+        t.start()
+        self.addCleanup(t.join)
+        deadline = time.monotonic() + 5
+        while all(s.idle for s in self.lb.servers().values()):
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.01)
+        started = time.monotonic()
+        self.assertTrue(self.lb.switch(['twin1'], ['main1', 'main2'],
+                                       timeout=10))
+        waited = time.monotonic() - started
+        t.join()
+        # the in-flight request finished on its old server, before maint
+        self.assertIn(slow[0], ('main1', 'main2'))
+        self.assertGreater(waited, 0.5)
+        self.assertEqual(self.served_by(), {'twin1'})
+        states = {n: s.admin for n, s in self.lb.servers().items()}
+        self.assertEqual(states, {'main1': 'maint', 'main2': 'maint',
+                                  'twin1': 'ready'})
+        # saved after each change: a restarted HAProxy comes back so
+        with open(self.proxy.state_file) as f:
+            saved = haproxy.parse_servers_state(f.read())
+        self.assertEqual(haproxy.admin_state(int(
+            saved[('beta', 'twin1')]['srv_admin_state'])), 'ready')
+        self.proxy.restart()
+        self.assertEqual(self.served_by(), {'twin1'})
+        self.assertTrue(self.lb.switch(['main1', 'main2'], ['twin1']))
+        self.assertEqual(self.served_by(), {'main1', 'main2'})
+
+    def test_drain_timeout_is_reported(self):
+        t = threading.Thread(target=get, args=(self.proxy.url, '/slow'))
+        t.start()
+        self.addCleanup(t.join)
+        time.sleep(0.3)
+        busy = [n for n, s in self.lb.servers().items() if not s.idle]
+        self.assertEqual(len(busy), 1)
+        self.lb.set_state(busy[0], balancer.DRAIN)
+        self.assertEqual(self.lb.state(busy[0]).admin, balancer.DRAIN)
+        self.assertFalse(self.lb.wait_drained(busy, timeout=0.2))
+        self.assertTrue(self.lb.wait_drained(busy, timeout=5))
+
+    def test_mistakes_are_one_line(self):
+        with self.assertRaisesRegex(balancer.BalancerError,
+                                    "has no server 'nope'"):
+            self.lb.set_state('nope', balancer.READY)
+        with self.assertRaisesRegex(balancer.BalancerError,
+                                    'unknown server state'):
+            self.lb.set_state('main1', 'sleepy')
+        other = balancer.open(self.proxy.spec.replace('backend=beta',
+                                                      'backend=gamma'))
+        with self.assertRaisesRegex(balancer.BalancerError,
+                                    'no such backend'):
+            other.servers()
+        gone = balancer.open('haproxy:%s backend=beta' %
+                             os.path.join(self.proxy.directory, 'no.sock'))
+        with self.assertRaisesRegex(balancer.BalancerError,
+                                    'cannot talk to HAProxy'):
+            gone.servers()
+        for spec, message in [('nginx:/x', 'unknown kind'),
+                              ('haproxy', 'KIND:ADDRESS'),
+                              ('haproxy:rel.sock backend=b', 'absolute'),
+                              ('haproxy:/x.sock', 'backend=NAME'),
+                              ('haproxy:/x.sock backend=b color=red',
+                               'unknown option'),
+                              ('haproxy:/x.sock backend', 'key=value')]:
+            with self.assertRaisesRegex(balancer.BalancerError, message):
+                balancer.open(spec)
+
+
+class ParseTests(unittest.TestCase):
+
+    def test_admin_state_bits(self):
+        self.assertEqual(haproxy.admin_state(0), 'ready')
+        self.assertEqual(haproxy.admin_state(0x08), 'drain')
+        self.assertEqual(haproxy.admin_state(0x01), 'maint')
+        self.assertEqual(haproxy.admin_state(0x04 | 0x01), 'maint')
+        self.assertEqual(haproxy.admin_state(0x04), 'ready')
