@@ -106,6 +106,7 @@ setup(
             'collective.safedeploy.evolve.command:main',
             'safedeploy-zeo-server = collective.safedeploy.zeo.command:main',
             'safedeploy-ansible = collective.safedeploy.ansible.command:main',
+            'safedeploy-balance = collective.safedeploy.ansible.balance:main',
         ],
     },
 )

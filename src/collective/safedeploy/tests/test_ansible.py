@@ -170,6 +170,18 @@ class Cluster:
 
 class TestShippedFiles(unittest.TestCase):
 
+    def test_the_balance_command_refuses_a_bad_balancer_in_one_line(self):
+        for argv, why in ((['nonsense', 'drain', 'c1'], 'write KIND:ADDRESS'),
+                          (['nginx:/x', 'ready', 'c1'], 'unknown kind'),
+                          (['haproxy:/nonexistent/admin.sock', 'drain', 'c1'],
+                           '/nonexistent/admin.sock')):
+            r = support.run([sys.executable, '-m',
+                             'collective.safedeploy.ansible.balance'] + argv,
+                            split=True)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertEqual(len(r.errors.strip().splitlines()), 1, r)
+            self.assertIn(why, r.errors)
+
     def test_the_module_prints_where_the_playbooks_are(self):
         r = support.run([sys.executable, '-m', 'collective.safedeploy.ansible'])
         self.assertEqual(r.returncode, 0, r)
@@ -258,12 +270,12 @@ class TestRollout(unittest.TestCase):
                  for h in ('db', 'c1', 'c2', 'c3')]
         self.assertEqual(times, sorted(times))
         calls = self.cluster.balancer_calls()
-        self.assertEqual(calls[:5], ['drain zeoclients/c1',
-                                     'ready zeoclients/c1',
-                                     'drain zeoclients/c2',
-                                     'ready zeoclients/c2',
-                                     'drain zeoclients/c3'], r)
-        self.assertNotIn('drain zeoclients/c4', calls)
+        self.assertEqual(calls[:5], ['drain c1',
+                                     'ready c1',
+                                     'drain c2',
+                                     'ready c2',
+                                     'drain c3'], r)
+        self.assertNotIn('drain c4', calls)
         # flipped back to what the journal says, not to the newest other
         for host in ('db', 'c1', 'c2', 'c3'):
             back = self.cluster.published(host, before)[-1]
@@ -280,7 +292,7 @@ class TestRollout(unittest.TestCase):
                                  stderr=subprocess.DEVNULL,
                                  start_new_session=True)
             self.addCleanup(p.wait)
-            time.sleep(rng.uniform(0.5, 12.0))
+            time.sleep(rng.uniform(0.3, 8.0))
             if p.poll() is not None:       # finished before the kill
                 continue
             os.killpg(p.pid, signal.SIGKILL)
