@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -169,6 +170,17 @@ class Cluster:
 
 
 class TestShippedFiles(unittest.TestCase):
+
+    def test_every_variable_of_the_role_is_documented(self):
+        from collective.safedeploy import ansible
+        with open(ansible.path('roles', 'safedeploy', 'defaults',
+                               'main.yml')) as f:
+            names = re.findall(r'^#? ?(safedeploy_[a-z_]+):', f.read(),
+                               re.M)
+        with open(os.path.join(support.CHECKOUT, 'docs', 'ansible.rst')) as f:
+            doc = f.read()
+        self.assertGreater(len(names), 8)
+        self.assertEqual([n for n in names if '``%s``' % n not in doc], [])
 
     def test_the_balance_command_refuses_a_bad_balancer_in_one_line(self):
         for argv, why in ((['nonsense', 'drain', 'c1'], 'write KIND:ADDRESS'),
