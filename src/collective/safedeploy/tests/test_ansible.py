@@ -160,6 +160,13 @@ class Cluster:
         return [e for e in self.journal(host)
                 if e['event'] == 'published' and e.get('name') == tag]
 
+    def balancer_count(self):
+        try:
+            with open(self.balancer_log) as f:
+                return len(f.read().splitlines())
+        except FileNotFoundError:
+            return 0
+
     def balancer_calls(self):
         if not os.path.exists(self.balancer_log):
             return []
@@ -298,13 +305,21 @@ class TestRollout(unittest.TestCase):
         env = self.cluster.environment()
         seed = os.environ.get('SAFEDEPLOY_SEED') or str(random.randrange(10**6))
         rng = random.Random(seed)
-        kills, seen = 0, set()
+        kills, runs, seen = 0, 0, set()
         while kills < 10:
+            runs += 1
+            self.assertLess(runs, 30, 'the runs finish before the kills')
+            # a random moment: after a random number of the run's balancer
+            # calls (each client: drain, ready), plus a little
+            calls = rng.randint(0, 2 * len(CLIENTS))
+            self.cluster.balancer_calls()
             p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL,
                                  start_new_session=True)
             self.addCleanup(p.wait)
-            time.sleep(rng.uniform(0.3, 8.0))
+            while p.poll() is None and self.cluster.balancer_count() < calls:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0, 1.0))
             if p.poll() is not None:       # finished before the kill
                 continue
             os.killpg(p.pid, signal.SIGKILL)
