@@ -52,6 +52,8 @@ setup(
     packages=find_namespace_packages('src', include=['collective.*']),
     package_dir={'': 'src'},
     include_package_data=True,
+    package_data={'collective.safedeploy.ansible': [
+        '*.yml', 'roles/*/*/*.yml']},
     zip_safe=False,
     python_requires='>=3.10',
     install_requires=[
@@ -82,6 +84,8 @@ setup(
             'zc.beforestorage',
             'manuel',
             'hypothesis',
+            # the shipped playbooks are run for real (ansible/)
+            'ansible-core>=2.16; python_version >= "3.11"',
         ],
     },
     entry_points={
@@ -108,6 +112,8 @@ setup(
             'collective.safedeploy.evolve.command:main',
             'safedeploy-zeo-server = collective.safedeploy.zeo.command:main',
             'safedeploy-promote = collective.safedeploy.promote.command:main',
+            'safedeploy-ansible = collective.safedeploy.ansible.command:main',
+            'safedeploy-balance = collective.safedeploy.ansible.balance:main',
         ],
     },
 )

@@ -36,6 +36,12 @@ class TestPackaging(unittest.TestCase):
         sdists = glob.glob(os.path.join(out, '*.tar.gz'))
         wheels = glob.glob(os.path.join(out, '*.whl'))
         self.assertEqual((len(sdists), len(wheels)), (1, 1), os.listdir(out))
+        # the Ansible playbooks and role are installed with the package
+        import zipfile
+        names = zipfile.ZipFile(wheels[0]).namelist()
+        for name in ('rollout.yml', 'state.yml', 'roles/safedeploy/tasks/'
+                     'flip.yml', 'roles/safedeploy/defaults/main.yml'):
+            self.assertIn('collective/safedeploy/ansible/' + name, names)
         r = support.run([sys.executable, '-m', 'twine', 'check', '--strict']
                         + sdists + wheels)
         self.assertEqual(r.returncode, 0, r)
