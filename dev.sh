@@ -63,21 +63,24 @@ setup() {
     say "set up in $((SECONDS - started)) s; $(du -sh .venv .venv-site var/wheelhouse 2>/dev/null | awk '{printf "%s %s  ", $2, $1}')"
 }
 
-# The whole suite, as two test runner processes side by side (most tests
-# wait on subprocesses: bin/buildout, ZEO, filesystems), then one summary
-# line over both.
-SLOW_GROUP='test_(interrupts|crash|evolve|snapshot)'
+# The whole suite, as three test runner processes side by side (most
+# tests wait on subprocesses: bin/buildout, ZEO, PostgreSQL, HAProxy,
+# filesystems), then one summary line over all three.
+GROUPS=('test_(interrupts|crash|snapshot|ansible)'
+        'test_(evolve|relstorage|promote|data_prune|site_zeo)')
 run_suite() {
     mkdir -p var
-    echo "running the test suite in two processes (logs: var/test-1.log, var/test-2.log)"
-    bin/test -m "$SLOW_GROUP" >var/test-1.log 2>&1 &
+    echo "running the test suite in three processes (logs: var/test-[123].log)"
+    bin/test -m "${GROUPS[0]}" >var/test-1.log 2>&1 &
     first=$!
-    rc2=0
-    bin/test -m "!$SLOW_GROUP" >var/test-2.log 2>&1 || rc2=$?
-    rc1=0
-    wait "$first" || rc1=$?
-    cat var/test-1.log var/test-2.log
-    .venv/bin/python - var/test-1.log var/test-2.log <<'PY'
+    bin/test -m "${GROUPS[1]}" >var/test-2.log 2>&1 &
+    second=$!
+    rc=0
+    bin/test -m "!${GROUPS[0]}" -m "!${GROUPS[1]}" >var/test-3.log 2>&1 || rc=$?
+    wait "$first" || rc=$?
+    wait "$second" || rc=$?
+    cat var/test-1.log var/test-2.log var/test-3.log
+    .venv/bin/python - var/test-1.log var/test-2.log var/test-3.log <<'PY'
 import re, sys
 totals = [0, 0, 0, 0]
 for log in sys.argv[1:]:
@@ -94,7 +97,7 @@ for log in sys.argv[1:]:
         totals[i] += g[i] + g[i + 4]
 print('Total: %d tests, %d failures, %d errors and %d skipped' % tuple(totals))
 PY
-    [ "$rc1" = 0 ] && [ "$rc2" = 0 ]
+    return "$rc"
 }
 
 case "${1:-test}" in
