@@ -66,17 +66,17 @@ setup() {
 # The whole suite, as three test runner processes side by side (most
 # tests wait on subprocesses: bin/buildout, ZEO, PostgreSQL, HAProxy,
 # filesystems), then one summary line over all three.
-GROUPS=('test_(interrupts|crash|snapshot|ansible)'
+SUITE_GROUPS=('test_(interrupts|crash|snapshot|ansible)'
         'test_(evolve|relstorage|promote|data_prune|site_zeo)')
 run_suite() {
     mkdir -p var
     echo "running the test suite in three processes (logs: var/test-[123].log)"
-    bin/test -m "${GROUPS[0]}" >var/test-1.log 2>&1 &
+    bin/test -m "${SUITE_GROUPS[0]}" >var/test-1.log 2>&1 &
     first=$!
-    bin/test -m "${GROUPS[1]}" >var/test-2.log 2>&1 &
+    bin/test -m "${SUITE_GROUPS[1]}" >var/test-2.log 2>&1 &
     second=$!
     rc=0
-    bin/test -m "!${GROUPS[0]}" -m "!${GROUPS[1]}" >var/test-3.log 2>&1 || rc=$?
+    bin/test -m "!${SUITE_GROUPS[0]}" -m "!${SUITE_GROUPS[1]}" >var/test-3.log 2>&1 || rc=$?
     wait "$first" || rc=$?
     wait "$second" || rc=$?
     cat var/test-1.log var/test-2.log var/test-3.log
