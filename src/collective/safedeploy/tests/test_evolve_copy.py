@@ -387,6 +387,10 @@ class RehearseTests(EvolveCopyTestCase):
 class KillTests(EvolveCopyTestCase):
     """SIGKILL at random moments of every step."""
 
+    def evolve_copy(self, *args, **kw):
+        # generation 1 is gone back to between runs: keep every generation
+        return super().evolve_copy('--keep-generations', '0', *args, **kw)
+
     def fresh(self):
         """Back to the unevolved generation 1 (kept, complete)."""
         self.data.generations.flip('1', via='rollback')

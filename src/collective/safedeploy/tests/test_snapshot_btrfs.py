@@ -54,7 +54,9 @@ class BtrfsBackendTests(BackendContract, unittest.TestCase):
 
     def setUp(self):
         self.data = make_data_root(mount_btrfs(self))
-        self.options = dict(data=self.data, backend='auto')
+        # keep every data generation: the tests count them
+        self.options = dict(data=self.data, backend='auto',
+                            keep_generations='0')
 
     def snapshot_files(self, name):
         path = self.snapshot_generation(name)
@@ -298,7 +300,8 @@ class BtrfsBackendTests(BackendContract, unittest.TestCase):
 
 
 SCRIPT = ('import sys; from collective.safedeploy.data.snapshot import main; '
-          'sys.exit(main(sys.argv[2:], data=sys.argv[1], backend="btrfs"))')
+          'sys.exit(main(sys.argv[2:], data=sys.argv[1], backend="btrfs", '
+          'keep_generations="0"))')
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 
