@@ -24,7 +24,7 @@ SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
 ROUNDS = int(os.environ.get('SAFEDEPLOY_CRASH_ROUNDS', '30'))
 SCRIPT = ('import sys; from collective.safedeploy.data.snapshot import main; '
           'sys.exit(main(sys.argv[3:], data=sys.argv[1], '
-          'backend=sys.argv[2]))')
+          'backend=sys.argv[2], keep_generations="0"))')
 
 
 class KillTests(unittest.TestCase):
@@ -80,7 +80,7 @@ class KillTests(unittest.TestCase):
             os.path.join(self.data, 'current', 'blobstorage'))
 
     def snapshot_options(self):
-        return dict(data=self.data, backend=self.backend)
+        return dict(data=self.data, backend=self.backend, keep_generations='0')
 
     def kill_creates_then_take_one(self):
         """ROUNDS creates killed at random moments (production unchanged,
