@@ -85,8 +85,8 @@ class CopyBackend(StoreBackend):
     def create(self, name, release=None, durable=False):
         with self.lock():
             source = self.root.current_path()
+            self.refuse_existing(name)     # refused: nothing changed
             self.cleanup()
-            self.refuse_existing(name)
             manifests = self.manifests()
 
             def fill(path, generation):
