@@ -11,6 +11,7 @@ switch happened.  The next run (or ``--resume``) does the same first.
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -96,13 +97,21 @@ class Guard:
             os.unlink(guard_path(self.data))
         if self.process is not None:
             self.process.terminate()
-            self.process.wait()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                # it has nothing left to do: the run ended well
+                self.process.kill()
+                self.process.wait()
             self.process = None
 
 
 def main(argv=None):
     """Wait for PID to end; if it left production frozen, thaw it."""
     argv = sys.argv[1:] if argv is None else argv
+    # a disposition inherited from the run (ignored while it flipped) must
+    # not keep the run from stopping its guard
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     data, pid = DataRoot(argv[0]), int(argv[1])
     while alive(pid):
         time.sleep(0.02)
