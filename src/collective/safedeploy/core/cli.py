@@ -121,9 +121,16 @@ def main(prog, parser, dispatch, argv=None, on_interrupt=None):
 
 def finished():
     """The work is done (or refused): a signal now changes nothing, so it
-    is ignored rather than turning a finished command into a killed one."""
+    is ignored rather than turning a finished command into a killed one.
+    (By a handler that does nothing, not SIG_IGN: an ignored signal would
+    stay ignored in every process started afterwards, when the command
+    was called in-process.)"""
     for signum in SIGNAL_EXIT:
-        signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signum, _ignore)
+
+
+def _ignore(signum, frame):
+    pass
 
 
 def run(prog, function, *args, on_interrupt=None, **kw):
