@@ -66,8 +66,8 @@ setup() {
 # The whole suite, as three test runner processes side by side (most
 # tests wait on subprocesses: bin/buildout, ZEO, PostgreSQL, HAProxy,
 # filesystems), then one summary line over all three.
-SUITE_GROUPS=('test_(interrupts|crash|snapshot|ansible)'
-        'test_(evolve|relstorage|promote|data_prune|site_zeo)')
+SUITE_GROUPS=('test_(interrupts|crash|snapshot|ansible|promote)'
+        'test_(evolve|data_prune|site_zeo)')
 run_suite() {
     mkdir -p var
     echo "running the test suite in three processes (logs: var/test-[123].log)"
