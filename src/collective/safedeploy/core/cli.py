@@ -121,12 +121,17 @@ def main(prog, parser, dispatch, argv=None, on_interrupt=None):
 
 def finished():
     """The work is done (or refused): a signal now changes nothing, so it
-    is ignored rather than turning a finished command into a killed one.
-    (By a handler that does nothing, not SIG_IGN: an ignored signal would
-    stay ignored in every process started afterwards, when the command
-    was called in-process.)"""
+    is ignored rather than turning a finished command into a killed one
+    (SIG_IGN: it holds through the interpreter's shutdown too).  In a
+    long-lived process that calls commands in-process and starts others
+    (:data:`EMBEDDED`), a handler that does nothing is used instead: an
+    ignored signal would stay ignored in every process started later."""
     for signum in SIGNAL_EXIT:
-        signal.signal(signum, _ignore)
+        signal.signal(signum, _ignore if EMBEDDED else signal.SIG_IGN)
+
+
+#: set by a process that calls the commands in-process (a test runner)
+EMBEDDED = False
 
 
 def _ignore(signum, frame):

@@ -145,6 +145,7 @@ class EvolveCopy:
         gens = self.data.generations
         with gens.lock('an evolve-copy or rollback of %s' % self.data.path):
             prepared, evolved = self.start(resume)
+            self.check_no_split_brain()
             try:
                 # the processes of the read-only and the writable server,
                 # started while the copy is made
@@ -168,6 +169,15 @@ class EvolveCopy:
                  % (self.window, self.times['catch_up'],
                     self.times['evolve']))
         return 0
+
+    def check_no_split_brain(self):
+        """The server evolve-copy will freeze is the one serving the
+        current generation (before anything is frozen or copied)."""
+        check = getattr(self.control, 'check_serves', None)
+        if check is not None:
+            fs = self.data.fs(self.source)
+            check(fs, lock_held=bool(self.data.running(
+                self.data.dir(self.source))))
 
     def start(self, resume):
         """Finish what a killed run left (thaw production), find the

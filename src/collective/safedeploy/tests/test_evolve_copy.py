@@ -384,6 +384,54 @@ class RehearseTests(EvolveCopyTestCase):
         self.assertEqual(self.site()[1], (' title 1 ', b'body of 1'))
 
 
+class SplitBrainTests(EvolveCopyTestCase):
+    """A zeo-address that is not production's server is refused before
+    anything is frozen or copied."""
+
+    def assertRefusedUnchanged(self, argv, expected):
+        before = zeosupport.production_fingerprint(self.data, '1')
+        # (the data root's lock file aside: taking the lock makes it)
+        gens = sorted(set(os.listdir(os.path.join(
+            self.data.path, 'generations'))) - {'.lock'})
+        process = subprocess.run(
+            [sys.executable, '-m', 'collective.safedeploy.evolve.command',
+             '--data', self.data.path, '--evolve', EXAMPLE,
+             '--evolve-context', 'site'] + argv,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            timeout=120)
+        self.assertNotEqual(process.returncode, 0, process)
+        lines = process.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, process.stderr)
+        self.assertNotIn('Traceback', process.stderr)
+        self.assertIn(expected, lines[0])
+        self.assertNotIn('read-only', process.stdout)
+        self.assertEqual(self.data.current(), '1')
+        self.assertEqual(sorted(set(os.listdir(os.path.join(
+            self.data.path, 'generations'))) - {'.lock'}), gens)
+        self.assertEqual(zeosupport.production_fingerprint(self.data, '1'),
+                         before)
+        # production's own server still serves, writable
+        serving = self.server.serving()
+        self.assertTrue(serving and not serving[1], serving)
+
+    def test_nothing_answers_while_production_runs(self):
+        address = '127.0.0.1:%d' % zeoserver.free_port()
+        self.assertRefusedUnchanged(
+            ['--zeo-address', address,
+             '--zeo-state', os.path.join(self.dir, 'other-state')],
+            'production runs at another address')
+
+    def test_another_server_answers(self):
+        other = zeosupport.make_data_root(
+            os.path.join(self.dir, 'other'), 2, history=1)
+        server = zeosupport.Server(other,
+                                   state_dir=os.path.join(self.dir, 'o'))
+        self.addCleanup(server.stop)
+        self.assertRefusedUnchanged(
+            ['--zeo-address', server.address, '--zeo-state', server.state_dir],
+            'does not serve')
+
+
 class KillTests(EvolveCopyTestCase):
     """SIGKILL at random moments of every step."""
 

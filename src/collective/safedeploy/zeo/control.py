@@ -18,6 +18,7 @@ from ..core.errors import ConfigurationError
 from .server import ZEOServer
 from .server import alive
 from .server import format_address
+from .server import listening
 from .freeze import unmark_frozen
 
 logger = logging.getLogger('collective.safedeploy')
@@ -148,6 +149,49 @@ class DataServer:
     def thaw(self, generation_dir):
         unmark_frozen(generation_dir)
         self.serve(generation_dir, read_only=False)
+
+    def check_serves(self, fs_path, lock_held, timeout=10):
+        """No split brain: before anything is frozen, the ZEO server at the
+        configured address must be the one serving ``fs_path`` (the data
+        root's current Data.fs).  A server answering there must report the
+        file's last transaction; when none answers, nothing else may have
+        the file open for writing (``lock_held``: production runs, reached
+        at another address).  Refused with one line otherwise."""
+        where = format_address(self.server.address)
+        if not listening(self.server.address):
+            if lock_held:
+                raise ConfigurationError(
+                    'no ZEO server answers at %s, yet %s is open for '
+                    'writing: production runs at another address; set '
+                    'zeo-address to the address production\'s ZEO server '
+                    'listens on' % (where, fs_path))
+            return
+        from ZEO.ClientStorage import ClientStorage
+        from ..data import filestorage
+        try:
+            storage = ClientStorage(self.server.address, read_only=True,
+                                    wait_timeout=timeout)
+        except Exception as e:
+            raise ConfigurationError(
+                'something listens at %s but does not answer as a ZEO '
+                'server of storage "1" (%s): set zeo-address to the '
+                'address of the server of this data root' % (
+                    where, type(e).__name__))
+        try:
+            for _ in range(50):
+                served = storage.lastTransaction()
+                on_disk = filestorage.committed_end(fs_path).last_tid
+                if served == (on_disk or b'\0' * 8):
+                    return
+                time.sleep(0.02)    # a commit in flight: look again
+        finally:
+            storage.close()
+        raise ConfigurationError(
+            'the ZEO server at %s does not serve %s (its last transaction '
+            'is %s, the file\'s %s): zeo-address names another server; set '
+            'it to the address of the server of this data root' % (
+                where, fs_path, served.hex(),
+                on_disk.hex() if on_disk else 'none'))
 
     def serving(self):
         """(data path, read_only) the server runs with, or None."""
