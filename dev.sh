@@ -71,12 +71,15 @@ SUITE_GROUPS=('test_(interrupts|crash|snapshot|ansible|promote)'
 run_suite() {
     mkdir -p var
     echo "running the test suite in three processes (logs: var/test-[123].log)"
-    bin/test -m "${SUITE_GROUPS[0]}" >var/test-1.log 2>&1 &
+    # each in a session of its own: a signal a test sends to its process
+    # group never reaches the other two, or this script
+    setsid -w bin/test -m "${SUITE_GROUPS[0]}" >var/test-1.log 2>&1 &
     first=$!
-    bin/test -m "${SUITE_GROUPS[1]}" >var/test-2.log 2>&1 &
+    setsid -w bin/test -m "${SUITE_GROUPS[1]}" >var/test-2.log 2>&1 &
     second=$!
     rc=0
-    bin/test -m "!${SUITE_GROUPS[0]}" -m "!${SUITE_GROUPS[1]}" >var/test-3.log 2>&1 || rc=$?
+    setsid -w bin/test -m "!${SUITE_GROUPS[0]}" -m "!${SUITE_GROUPS[1]}" \
+        >var/test-3.log 2>&1 || rc=$?
     wait "$first" || rc=$?
     wait "$second" || rc=$?
     cat var/test-1.log var/test-2.log var/test-3.log

@@ -145,7 +145,10 @@ class Cluster:
     def play(self, playbook, tag, **host_vars):
         p = subprocess.run(self.command(playbook, tag, **host_vars),
                            env=self.environment(), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, timeout=600)
+                           stderr=subprocess.STDOUT, text=True, timeout=600,
+                           # a session of its own: nothing Ansible signals
+                           # reaches the test runner's process group
+                           start_new_session=True)
         return support.Result(p.args, p.returncode, p.stdout)
 
     def current(self):
