@@ -265,20 +265,8 @@ def _position_after(fs_path, tid, pos=None):
 def count_transactions_after(fs_path, tid):
     """How many committed transactions of ``fs_path`` come after ``tid``
     (read-only, header by header; the file may be in use)."""
-    fd = _open_source(fs_path)
-    try:
-        size = os.fstat(fd).st_size
-        _check_magic(fd, fs_path)
-        end = _committed_end(fd, fs_path, size).end
-        pos, n = 4, 0
-        while pos < end:
-            txn_tid, tl, status = _header(fd, pos)
-            if tid is None or txn_tid > tid:
-                n += 1
-            pos += tl + 8
-        return n
-    finally:
-        os.close(fd)
+    return sum(1 for t in transaction_tids(fs_path)
+               if tid is None or t > tid)
 
 
 def transaction_tids(fs_path):
