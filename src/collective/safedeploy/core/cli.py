@@ -65,11 +65,69 @@ def ignore_signals():
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line too."""
+    """argparse, but a usage error is one line too, and an option can
+    name the options it goes with (:meth:`add_companion`)."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.companions = []
 
     def error(self, message):
         self.exit(2, '%s: error: %s (see %s --help)\n' % (
             self.prog, message, self.prog))
+
+    def add_companion(self, modes, *names, **kw):
+        """An option that only means something with one of ``modes``
+        (``'--list'``, ...): given without any of them it is a usage
+        error, "--json goes with --list", and nothing is done."""
+        action = self.add_argument(*names, **kw)
+        self.companions.append((action, modes))
+        return action
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        for action, modes in self.companions:
+            if getattr(parsed, action.dest) in (None, False) or any(
+                    getattr(parsed, mode.lstrip('-').replace('-', '_'))
+                    for mode in modes):
+                continue
+            self.error('%s goes with %s' % (action.option_strings[0],
+                                            _either(modes)))
+        return parsed
+
+
+def _either(names):
+    if len(names) == 1:
+        return names[0]
+    return '%s or %s' % (', '.join(names[:-1]), names[-1])
+
+
+def add_json(p, *modes):
+    """``--json``: the listing of ``modes`` (default ``--list``) printed
+    as JSON for scripts."""
+    modes = modes or ('--list',)
+    p.add_companion(modes, '--json', action='store_true',
+                    help='with %s: print JSON' % _either(modes))
+
+
+def add_storage(p):
+    """``--storage`` and ``--dsn``: which kind of storage the data is
+    (the part's ``storage`` and ``dsn`` options)."""
+    p.add_argument('--storage', type=value,
+                   help='filestorage (default) or relstorage')
+    p.add_argument('--dsn', type=value,
+                   help='with --storage relstorage: the clients\' libpq DSN')
+
+
+def with_command_line(options, args, names):
+    """The recipe's ``options`` with the values given on the command line
+    (``args``) in their place: the command line wins."""
+    merged = dict(options)
+    for name in names:
+        given = getattr(args, name, None)
+        if given is not None:
+            merged[name] = given
+    return merged
 
 
 def common():

@@ -33,16 +33,16 @@ def parser():
                            'release paired with older data); refuses to '
                            'discard writes made since the switch unless '
                            '--discard-writes')
-    p.add_argument('--keep-sandbox', metavar='DIR', nargs='?', const='',
-                   default=None,
-                   help='with --rehearse: keep the sandbox (in DIR) with a '
-                        'zodb.conf to serve it from')
-    p.add_argument('--json', action='store_true',
-                   help='with --rehearse: print the report as JSON')
-    p.add_argument('--discard-writes', action='store_true',
-                   help='with --switch-back: go back even though '
-                        'transactions were committed since the switch (the '
-                        'abandoned generation is kept)')
+    p.add_companion(('--rehearse',), '--keep-sandbox', metavar='DIR',
+                    nargs='?', const='', default=None,
+                    help='with --rehearse: keep the sandbox (in DIR) with '
+                         'a zodb.conf to serve it from')
+    cli.add_json(p, '--rehearse')
+    p.add_companion(('--switch-back',), '--discard-writes',
+                    action='store_true',
+                    help='with --switch-back: go back even though '
+                         'transactions were committed since the switch '
+                         '(the abandoned generation is kept)')
     p.add_argument('--data', type=cli.value,
                    help='the data root (generations/, current)')
     p.add_argument('--evolve', type=cli.value,
@@ -58,20 +58,8 @@ def parser():
     p.add_argument('--zeo-state', type=cli.value)
     p.add_argument('--freeze-command', type=cli.value)
     p.add_argument('--thaw-command', type=cli.value)
-    p.add_argument('--storage', type=cli.value,
-                   help='filestorage (default) or relstorage')
-    p.add_argument('--dsn', type=cli.value,
-                   help='with --storage relstorage: the clients\' libpq DSN')
+    cli.add_storage(p)
     return p
-
-
-def check_arguments(p, args):
-    if args.keep_sandbox is not None and not args.rehearse:
-        p.error('--keep-sandbox goes with --rehearse')
-    if args.json and not args.rehearse:
-        p.error('--json goes with --rehearse')
-    if args.discard_writes and not args.switch_back:
-        p.error('--discard-writes goes with --switch-back')
 
 
 def current_release(link):
@@ -87,7 +75,6 @@ def main(argv=None, **options):
     """bin/evolve-copy; ``options`` come from the recipe."""
     p = parser()
     args = p.parse_args(argv)
-    check_arguments(p, args)
     cli.setup_logging(args.verbose, args.quiet)
 
     def option(name):
@@ -101,7 +88,7 @@ def main(argv=None, **options):
             raise ConfigurationError('no data root: set data = in the '
                                      'evolve-copy part or pass --data')
         evolve = option('evolve')
-        from ..data.relstorage import is_relstorage
+        from ..data.relstorage_options import is_relstorage
         if is_relstorage(option):
             from . import relstorage
             if args.resume or args.rehearse or args.switch_back:

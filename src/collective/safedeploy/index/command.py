@@ -27,17 +27,17 @@ def parser(prog='index'):
                            'DIR from its index only, and compare versions')
     mode.add_argument('--gc', action='store_true',
                       help='remove pool files no index uses any more')
-    p.add_argument('--json', action='store_true',
-                   help='with --list, --verify or --rebuild: print JSON')
+    cli.add_json(p, '--list', '--verify', '--rebuild')
     p.add_argument('--indexes', metavar='DIR', type=cli.value,
                    help='the indexes directory (default: set by the recipe, '
                         'else ./indexes)')
     p.add_argument('--pool', metavar='DIR', type=cli.value,
                    help='the pool directory (default: set by the recipe, '
                         'else ./pool)')
-    p.add_argument('--buildout', metavar='PATH', type=cli.value,
-                   help='the buildout command --rebuild runs (default: the '
-                        'one beside this Python)')
+    p.add_companion(('--rebuild',), '--buildout', metavar='PATH',
+                    type=cli.value,
+                    help='the buildout command --rebuild runs (default: '
+                         'the one beside this Python)')
     return p
 
 
@@ -46,10 +46,6 @@ def main(argv=None, prog='index', **options):
     recipe and are overridden by the command line."""
     p = parser(prog)
     args = p.parse_args(argv)
-    if args.json and args.gc:
-        p.error('--json goes with --list, --verify or --rebuild')
-    if args.buildout and not args.rebuild:
-        p.error('--buildout goes with --rebuild')
     cli.setup_logging(args.verbose, args.quiet)
     indexes_dir = os.path.abspath(
         args.indexes or options.get('indexes') or 'indexes')

@@ -22,8 +22,7 @@ def parser():
     p.add_argument('--list', action='store_true',
                    help='list the stages, what each runs and its last '
                         'promotion; changes nothing')
-    p.add_argument('--json', action='store_true',
-                   help='with --list: print JSON')
+    cli.add_json(p)
     p.add_argument('--config', type=cli.value,
                    help='the stages file ([stages], [stage:NAME])')
     p.add_argument('--directory', type=cli.value,
@@ -45,8 +44,6 @@ def listing(stages, directory):
 def main(argv=None, **options):
     p = parser()
     args = p.parse_args(argv)
-    if args.json and not args.list:
-        p.error('--json goes with --list')
     if args.list and (args.stage or args.dry_run):
         p.error('--list takes no stage and no --dry-run')
     if not args.list and not args.stage:

@@ -39,8 +39,7 @@ def parser(prog='rollback'):
                         'good release)')
     p.add_argument('--list', action='store_true',
                    help='list the releases: tag, built at, state, current')
-    p.add_argument('--json', action='store_true',
-                   help='with --list: print JSON for scripts')
+    cli.add_json(p)
     p.add_argument('--dry-run', '-n', action='store_true',
                    help='say what would be done, change nothing')
     p.add_argument('--with-data', action='store_true',
@@ -60,8 +59,6 @@ def check_arguments(p, args):
                 p.error('--list only lists; drop %s' % (
                     'TAG' if flag == 'tag' else
                     '--' + flag.replace('_', '-')))
-    elif args.json:
-        p.error('--json goes with --list')
 
 
 def list_releases(gens, as_json=False):
@@ -110,7 +107,7 @@ class DataStep:
                 self.options, self.target,
                 discard_writes=self.discard_writes)
         elif self.options.get('storage') == 'relstorage':
-            from ..data import relstorage
+            from ..data import relstorage_options as relstorage
             self.result = relstorage.switch_back_with(
                 self.options, self.target, self.discard_writes)
         else:
@@ -132,7 +129,7 @@ class DataStep:
         if self.before is None:
             return 'the data was not changed'
         if self.options.get('storage') == 'relstorage':
-            from ..data import relstorage
+            from ..data import relstorage_options as relstorage
             now = relstorage.undo_with(self.options, self.before)
             if now == self.before:
                 return 'the data was not changed (generation %s)' % now
