@@ -29,6 +29,13 @@ allows connections again on every generation when its parent is gone.
 
 Removing a generation drops its database (``DROP DATABASE``; a
 ``TRUNCATE`` would leak the blobs' large objects).
+
+(One module on purpose: :class:`RelStorageRoot` is the one type of a
+data root on PostgreSQL, and every SQL statement that creates, renames,
+comments on or drops a generation's database is here, so that what the
+catalogue says and what the journal says cannot be changed apart.  The
+part's options and the commands' steps on it are in
+:mod:`.relstorage_options`.)
 """
 import contextlib
 import logging
@@ -594,105 +601,6 @@ class RelStorageRoot:
         for r in rows:
             r['database'] = physical.get(r['name'])
         return rows
-
-
-def is_relstorage(option):
-    """The storage-kind dispatch: True when the part's options (or
-    command line, ``option(name)``) say ``storage = relstorage``."""
-    kind = (option('storage') or 'filestorage').strip()
-    if kind not in ('filestorage', 'relstorage'):
-        raise ConfigurationError('storage = %s: use filestorage (the '
-                                 'default) or relstorage' % kind)
-    return kind == 'relstorage'
-
-
-def root_from_options(option):
-    """A :class:`RelStorageRoot` from a part's options."""
-    data, dsn = option('data'), option('dsn')
-    if not data:
-        raise ConfigurationError('no data root: set data = (the directory '
-                                 'of the journal and manifests) or --data')
-    if not dsn:
-        raise ConfigurationError('storage = relstorage needs dsn = (the '
-                                 'clients\' libpq DSN, e.g. dbname=site '
-                                 'host=/run/postgresql)')
-    keep = (option('keep-history') or '').strip().lower()
-    if keep not in ('true', 'false', ''):
-        raise ConfigurationError('keep-history = %s: use true or false (or '
-                                 'leave it out: the schema says)' % keep)
-    return RelStorageRoot(
-        data, dsn, keep_history={'true': True, 'false': False}.get(keep),
-        blob_cache=option('blob-cache') or None,
-        shared_blob_dir=option('shared-blob-dir') or None,
-        cache_dirs=(option('client-cache') or '').split())
-
-
-def options_getter(options):
-    """``option(name)`` over a part's options (or keyword arguments)."""
-    return lambda name: (options.get(name) or
-                         options.get(name.replace('-', '_')) or None)
-
-
-def switch_back_with(options, target, discard_writes=False):
-    """bin/rollback's data step on RelStorage: ``target`` current again
-    (see :meth:`RelStorageRoot.rollback`)."""
-    return root_from_options(options_getter(options)).rollback(
-        target, discard_writes=discard_writes)
-
-
-def undo_with(options, before):
-    """Put ``before`` back as the current generation (a rollback whose
-    release side failed)."""
-    root = root_from_options(options_getter(options))
-    with root.lock():
-        now = root.current_name()
-        if now != before:
-            root.switch_to(before, via='undo', left=now)
-    return now
-
-
-def snapshot_command(args, options):
-    """bin/snapshot with ``storage = relstorage``: a snapshot is a data
-    generation (a database ``<site>_gN``), named by its number."""
-    from ..core import cli
-    root = root_from_options(options_getter(options))
-    if args.name or args.destroy or args.for_release or args.force:
-        raise ConfigurationError(
-            'storage = relstorage: snapshots are data generations named by '
-            'number; take one with bin/snapshot, list them with --list, '
-            'remove old ones with --prune')
-    if args.list:
-        rows = root.history()
-        if args.json:
-            cli.print_json(rows)
-        else:
-            cli.print_table(rows, [('name', 'NAME'), ('built', 'BUILT'),
-                                   ('database', 'DATABASE'),
-                                   ('state', 'STATE')])
-        return 0
-    if args.adopt:
-        print('adopted database %s as data generation %s' % (
-            root.site, root.adopt()))
-        return 0
-    if args.restore:
-        result = root.rollback(args.restore,
-                               discard_writes=args.discard_writes)
-        print('data generation %s is database %s again (generation %s '
-              'kept; %d client cache files removed)' % (
-                  result['generation'], root.site, result['left'],
-                  result['caches']))
-        return 0
-    with root.lock():
-        if args.prune:
-            keep = int(options.get('keep') or 10)
-            for name in root.generations.prune(keep) if keep else []:
-                print('pruned data generation %s' % name)
-            return 0
-        name = root.new_generation()
-    m = root.generations.manifest(name)
-    print('snapshot %s taken (database %s, %s, last transaction %s)' % (
-        name, root.spare(name), m['copied_by'], m['last_tid']))
-    return 0
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ import logging
 import os
 
 from . import backends
+from . import relstorage_options
 from ..core import cli
 from ..core import options as opts
 from ..core.errors import ConfigurationError
@@ -68,15 +69,7 @@ SCHEMA = opts.Schema([
     opts.Option('releases', '', opts.text),
     opts.Option('keep-generations', str(DataRoot.DEFAULT_KEEP),
                 opts.integer(0)),
-    # RelStorage/PostgreSQL (data/relstorage.py)
-    opts.Option('storage', 'filestorage', opts.choice('filestorage',
-                                                      'relstorage')),
-    opts.Option('dsn', '', opts.text),
-    opts.Option('keep-history', '', opts.text),
-    opts.Option('blob-cache', '', opts.text),
-    opts.Option('client-cache', '', opts.text),
-    opts.Option('shared-blob-dir', '', opts.text),
-], allowed=('recipe', 'eggs', 'find-links', 'index', 'extra-paths'))
+] + relstorage_options.OPTIONS, allowed=('recipe', 'eggs', 'find-links', 'index', 'extra-paths'))
 
 
 class Config:
@@ -274,18 +267,18 @@ def parser(prog='snapshot'):
     mode.add_argument('--adopt', action='store_true',
                       help='move existing data (filestorage/, blobstorage/) '
                       'into generations/1 and link current (site stopped)')
-    p.add_argument('--json', action='store_true',
-                   help='with --list: print JSON')
-    p.add_argument('--generations', action='store_true',
-                   help='with --list: list the data generations (what each '
-                   'holds, why it is kept) instead of the snapshots')
-    p.add_argument('--force', action='store_true',
-                   help='with --restore, zfs: restore even when newer '
-                   'snapshots would be destroyed')
-    p.add_argument('--discard-writes', action='store_true',
-                   help='with --restore: restore even when transactions '
-                   'were committed after the snapshot (they are kept, not '
-                   'deleted)')
+    cli.add_json(p)
+    p.add_companion(('--list',), '--generations', action='store_true',
+                    help='with --list: list the data generations (what '
+                    'each holds, why it is kept) instead of the snapshots')
+    p.add_companion(('--restore',), '--force', action='store_true',
+                    help='with --restore, zfs: restore even when newer '
+                    'snapshots would be destroyed')
+    p.add_companion(('--restore', '--prune'), '--discard-writes',
+                    action='store_true',
+                    help='with --restore or --prune: restore or prune even '
+                    'when transactions were committed after the snapshot '
+                    '(they are kept, not deleted)')
     p.add_argument('--data', type=cli.value,
                    help='the data root (default: from the part)')
     p.add_argument('--backend', choices=backends.NAMES,
@@ -295,10 +288,7 @@ def parser(prog='snapshot'):
                    help='snapshots to keep (0: all)')
     p.add_argument('--keep-generations', type=cli.value,
                    help='data generations to keep (0: all)')
-    p.add_argument('--storage', type=cli.value,
-                   help='filestorage (default) or relstorage')
-    p.add_argument('--dsn', type=cli.value,
-                   help='with --storage relstorage: the clients\' libpq DSN')
+    cli.add_storage(p)
     return p
 
 
@@ -310,14 +300,6 @@ def check_arguments(p, args):
     if args.name and modes:
         p.error('NAME is only for taking a snapshot; drop it or --%s'
                 % modes[0].replace('_', '-'))
-    if args.json and not args.list:
-        p.error('--json goes with --list')
-    if args.generations and not args.list:
-        p.error('--generations goes with --list')
-    if args.force and not args.restore:
-        p.error('--force goes with --restore')
-    if args.discard_writes and not (args.restore or args.prune):
-        p.error('--discard-writes goes with --restore or --prune')
 
 
 def main(argv=None, **options):
@@ -326,10 +308,9 @@ def main(argv=None, **options):
     p = parser(prog)
     args = p.parse_args(argv)
     check_arguments(p, args)
-    for key in ('data', 'backend', 'dataset', 'keep', 'keep_generations',
-                'storage', 'dsn'):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
+    options = cli.with_command_line(
+        options, args, ('data', 'backend', 'dataset', 'keep',
+                        'keep_generations', 'storage', 'dsn'))
     cli.setup_logging(args.verbose, args.quiet)
 
     def where():
@@ -340,9 +321,9 @@ def main(argv=None, **options):
 
 
 def dispatch(args, options):
-    from . import relstorage
-    if relstorage.is_relstorage(relstorage.options_getter(options)):
-        return relstorage.snapshot_command(args, options)
+    if relstorage_options.is_relstorage(
+            relstorage_options.options_getter(options)):
+        return relstorage_options.snapshot_command(args, options)
     if args.list and args.generations:
         rows = generations_listing(options)
         if args.json:

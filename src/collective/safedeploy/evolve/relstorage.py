@@ -235,7 +235,7 @@ class RelStorageEvolveCopy:
 
 def main(option, release=None, releases=None):
     """bin/evolve-copy with ``storage = relstorage``."""
-    from ..data.relstorage import root_from_options
+    from ..data.relstorage_options import root_from_options
     return RelStorageEvolveCopy(
         root_from_options(option), option('evolve'),
         evolve_context=option('evolve-context'),

@@ -34,6 +34,7 @@ import re
 from ..core import commands
 from ..core import options as opts
 from ..core.errors import ConfigurationError
+from ..data import relstorage_options
 from ..data.layout import DEFAULT_KEEP_GENERATIONS
 from ..zeo.control import check_choice
 from ..release.settings import has_section
@@ -75,17 +76,10 @@ class EvolveCopy(RootScript):
         opts.Option('release', '', opts.text),
         opts.Option('client-stop-command', '', _command),
         opts.Option('client-start-command', '', _command),
-        opts.Option('client-cache', '', opts.text),
         opts.Option('current', '', opts.text),
         opts.Option('keep-generations', str(DEFAULT_KEEP_GENERATIONS),
                     opts.integer(0)),
-        opts.Option('storage', 'filestorage', opts.choice(
-            'filestorage', 'relstorage')),
-        opts.Option('dsn', '', opts.text),
-        opts.Option('keep-history', '', opts.text),
-        opts.Option('blob-cache', '', opts.text),
-        opts.Option('shared-blob-dir', '', opts.text),
-    ], allowed=EGG_OPTIONS)
+    ] + relstorage_options.OPTIONS, allowed=EGG_OPTIONS)
 
     def configure(self):
         o = self.options
@@ -115,8 +109,7 @@ class EvolveCopy(RootScript):
             o['zeo-address'] = address
             o.setdefault('zeo-state', os.path.join(
                 self.directory, 'var', 'safedeploy-zeo'))
-        o['data'] = os.path.normpath(os.path.join(self.directory,
-                                                  values['data']))
+        self.path_option('data', values['data'])
         # the code release the switched data is paired with: the one
         # `current` points to when bin/evolve-copy runs
         if not o.get('current', '').strip():
@@ -136,8 +129,7 @@ class EvolveCopy(RootScript):
                 '%s = %s must name the site\'s database with dbname= (lower-'
                 'case letters, digits and "_"), e.g. dbname=site host=/run/'
                 'postgresql' % (self.where('dsn'), values['dsn']))
-        o['data'] = os.path.normpath(os.path.join(self.directory,
-                                                  values['data']))
+        self.path_option('data', values['data'])
         if not o.get('current', '').strip():
             o['current'] = self.settings().current
         o.setdefault('eggs', '')
