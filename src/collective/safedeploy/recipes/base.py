@@ -17,6 +17,7 @@ install_root_scripts`) -- at publish, at a rollback, at a flip back --
 so a failed build never touches them and they always run the current
 release's code.
 """
+import os
 import sys
 
 import zc.buildout.easy_install
@@ -97,6 +98,14 @@ class RootScript:
     def configure(self):
         """Check the options and fill in defaults (``options.setdefault``);
         nothing is installed here."""
+
+    def path_option(self, key, default):
+        """Set option ``key`` to an absolute, normalised path: its value,
+        else ``default``, taken relative to the buildout directory."""
+        value = (self.options.get(key) or '').strip() or default
+        self.options[key] = os.path.normpath(
+            os.path.join(self.directory, value))
+        return self.options[key]
 
     def arguments(self):
         """{keyword: value} of the generated ``main`` call."""

@@ -34,10 +34,8 @@ class Recipe(RootScript):
         settings = self.settings()
         o.setdefault('script-name', 'index')
         self.script = o['script-name'].strip() or 'index'
-        for key, default in (('indexes', settings.indexes_directory),
-                             ('pool', settings.pool_directory)):
-            o[key] = os.path.normpath(os.path.join(
-                self.directory, o.get(key, '').strip() or default))
+        self.path_option('indexes', settings.indexes_directory)
+        self.path_option('pool', settings.pool_directory)
         o.setdefault('buildout', '')
 
     def arguments(self):

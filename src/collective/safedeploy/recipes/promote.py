@@ -31,11 +31,9 @@ class Promote(RootScript):
 
     def configure(self):
         o = self.options
-        values = self.schema.parse(o, self.where)
-        o['config'] = os.path.normpath(os.path.join(
-            self.directory, values['config'] or 'stages.cfg'))
-        o['directory'] = os.path.normpath(os.path.join(
-            self.directory, values['directory'] or 'stages'))
+        self.schema.parse(o, self.where)
+        self.path_option('config', 'stages.cfg')
+        self.path_option('directory', 'stages')
         if os.path.exists(o['config']):
             from ..promote import stages
             stages.load(o['config'])

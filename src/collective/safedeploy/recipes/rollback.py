@@ -17,7 +17,6 @@ evolve-copy
     ran on an older data generation switches the data back too (refusing
     to discard writes made since unless ``--discard-writes``).
 """
-import os
 
 from ..core import options as opts
 from ..core.errors import ConfigurationError
@@ -40,12 +39,8 @@ class Rollback(RootScript):
     def configure(self):
         o = self.options
         settings = self.settings()
-        d = self.directory
-        for key, default in (('releases-directory',
-                              settings.releases_directory),
-                             ('current', settings.current)):
-            value = o.get(key, '').strip() or default
-            o[key] = os.path.normpath(os.path.join(d, value))
+        self.path_option('releases-directory', settings.releases_directory)
+        self.path_option('current', settings.current)
         o.setdefault('snapshot', settings.snapshot_before_flip)
         o.setdefault('evolve-copy', '')
         self.parts = {}

@@ -17,7 +17,6 @@ the options as keyword arguments; the options are checked here with the
 same schema the command uses (:data:`collective.safedeploy.data.
 snapshot.SCHEMA`).
 """
-import os
 
 from ..data import snapshot
 from .base import EGG_OPTIONS
@@ -39,9 +38,7 @@ class Snapshot(RootScript):
         o = self.options
         for key, default in snapshot.SCHEMA.defaults().items():
             o.setdefault(key, default)
-        if not o['data'].strip():
-            o['data'] = os.path.join(self.directory, 'var')
-        o['data'] = os.path.normpath(os.path.join(self.directory, o['data']))
+        self.path_option('data', 'var')
         if not o['releases'].strip():
             o['releases'] = self.settings().releases_directory
         # verifying a snapshot opens it with ZODB
