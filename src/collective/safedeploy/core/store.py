@@ -517,19 +517,18 @@ class Store:
 
     def order(self, strict=True):
         """Names in the order they were (last) completed."""
-        seen = []
-        for entry in self.journal.entries(strict):
-            if entry['event'] == 'built' and entry.get('name'):
-                if entry['name'] in seen:
-                    seen.remove(entry['name'])   # rebuilt: moves on
-                seen.append(entry['name'])
-        return seen
+        return self._last('built', strict)
 
     def started_order(self, strict=True):
         """Names in the order their last making started."""
+        return self._last('started', strict)
+
+    def _last(self, event, strict):
+        """Names by the last time ``event`` happened to them: one made
+        again moves on to its new place."""
         names = []
         for entry in self.journal.entries(strict):
-            if entry['event'] == 'started' and entry.get('name'):
+            if entry['event'] == event and entry.get('name'):
                 if entry['name'] in names:
                     names.remove(entry['name'])
                 names.append(entry['name'])

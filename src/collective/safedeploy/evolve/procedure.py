@@ -29,6 +29,11 @@ data, byte for byte, and writable again: from ``freeze`` on, a guard
 process (:mod:`.guard`) outlives this one and thaws production if it
 dies.  The copy is kept with a report; ``bin/evolve-copy --resume``
 continues on it from the last committed evolve step (:mod:`.state`).
+
+(One module on purpose: :class:`EvolveCopy` is the procedure, its
+methods the steps in run order, so that prepare .. thaw read top to
+bottom; resuming is in :mod:`.state`, the guard in :mod:`.guard`, the
+runners in :mod:`.runners`.)
 """
 import logging
 import os

@@ -1,20 +1,7 @@
 """Versioned package indexes: one per release, built with compoze from a
 shared pool, so that any release can be rebuilt exactly, offline.
 
-::
-
-    pool/                          every archive any release used, each once
-      zodb-6.4-py3-none-any.whl      (read-only; never overwritten)
-      hello-0.1+tag.v1.tar.gz        a develop package, released for tag v1
-    indexes/
-      .journal  .lock
-      v1/
-        safedeploy-index.json      what the index holds: name, version,
-                                   file, sha256 of every distribution
-        versions.cfg               the [versions] the release was built with
-        buildout/buildout.cfg      the configuration it was built from
-        zodb-6.4-py3-none-any.whl -> ../../pool/zodb-6.4-py3-none-any.whl
-        simple/zodb/index.html     compoze's index, PEP 503 names
+The pool and the indexes are laid out as :mod:`.records` shows.
 
 Publishing a release (:func:`publish`) runs these steps in order:
 
@@ -31,6 +18,10 @@ Publishing a release (:func:`publish`) runs these steps in order:
 
 The pool only grows (:func:`prune` keeps files); ``bin/index --gc``
 removes the files no index links any more.
+
+(One module on purpose: the five steps above, in that order, and the
+helpers only they use; the records, the pool and the compoze call are
+in :mod:`.records`, :mod:`.pool` and :mod:`.compoze`.)
 """
 import configparser
 import datetime

@@ -2,6 +2,9 @@
 
 ::
 
+    pool/                          every archive any release used, each once
+      zodb-6.4-py3-none-any.whl      (read-only; never overwritten)
+      hello-0.1+tag.v1.tar.gz        a develop package, released for tag v1
     indexes/
       .safedeploy-store.json  .journal  .lock
       v1/

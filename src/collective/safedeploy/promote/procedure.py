@@ -33,6 +33,11 @@ resumes the unfinished promotion at the first step not journaled as done.
 A failed check puts the balancer back on the last servers journaled as
 good, makes their ZEO server writable on its unchanged data and stops with
 one line; the next run starts that handover again.
+
+(One module on purpose: the promotion and its handover are one
+procedure, each step a method in run order; the few helpers only it
+uses (:func:`zeo_last_transaction`, :func:`http_check`, ...) are at the
+end.)
 """
 import os
 import socket

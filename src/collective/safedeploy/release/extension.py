@@ -16,6 +16,12 @@ When the run fails, is interrupted or killed, ``unload`` never runs:
 ``current`` is untouched, an exit handler marks the release failed with
 the reason (a killed run's is marked by the next run) and the last line
 says where ``current`` still points.
+
+(One module on purpose: it is the only place that touches zc.buildout's
+run -- its options, its hooks, its exit -- so that the lifecycle in
+:mod:`.lifecycle` never sees buildout's internals.  :class:`Run` is the
+state of one run; the functions after it are the load/unload wiring in
+the order buildout calls them.)
 """
 import atexit
 import errno

@@ -526,8 +526,10 @@ class MistakesTests(unittest.TestCase):
                                     'safedeploy-manifest.json')
         snapshot = self.sample.path('var', 'snapshots', 'taken',
                                     'safedeploy-manifest.json')
-        saved = {p: open(p, 'rb').read() for p in (journal, manifest,
-                                                    snapshot)}
+        saved = {}
+        for p in (journal, manifest, snapshot):
+            with open(p, 'rb') as f:
+                saved[p] = f.read()
         try:
             # a journal line that is not ours, in the middle
             lines = saved[journal].split(b'\n')
