@@ -13,7 +13,7 @@ from collective.safedeploy.core.store import RELEASE
 from collective.safedeploy.core.store import Store
 from collective.safedeploy.data import snapshot
 from collective.safedeploy.data.backends.base import disk_usage
-from collective.safedeploy.data.layout import writes_only_in
+from collective.safedeploy.data.retention import writes_only_in
 from collective.safedeploy.evolve import procedure
 from collective.safedeploy.release import pairing
 from collective.safedeploy.tests import zeosupport
