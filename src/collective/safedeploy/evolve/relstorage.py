@@ -97,6 +97,10 @@ class RelStorageEvolveCopy:
         root.generations.stage(self.name, source=self.source,
                                evolve=self.evolve_spec)
         self.how = root.create_copy(self.name, root.site)
+        # a shared-blob-dir: the generation's own blob directory, linked
+        # after the database copy (every blob it names is there); the
+        # catch-up adds the blobs committed since
+        root.copy_shared_blobs(self.source, self.name)
         # started before the window: allows connections again should a
         # kill interrupt the switch
         self.guard = guarded(self.root)

@@ -23,6 +23,27 @@ def bump(root, commit):
     commit('bump')
 
 
+def bump_blob(root, commit):
+    """An evolve that adds a blob (shared-blob-dir tests)."""
+    root['generation'] = root.get('generation', 0) + 1
+    root['evolved'] = pgsupport.blob(b'evolved')
+    commit('bump with a blob')
+
+
+def read_blob(blob):
+    with blob.open() as f:
+        return f.read()
+
+
+def blob_files(directory):
+    """The committed blob files under ``directory``, relative to it."""
+    found = set()
+    for top, _, files in os.walk(directory):
+        found.update(os.path.relpath(os.path.join(top, f), directory)
+                     for f in files if f.endswith('.blob'))
+    return found
+
+
 class ClusterLayer:
     """One PostgreSQL cluster for these tests (each uses databases of
     its own)."""
@@ -131,10 +152,13 @@ class RelStorageTests(unittest.TestCase):
             db.close()
 
     def writer(self, root):
+        shared = root.shared_blob_dir
         p = subprocess.Popen(
             [sys.executable, os.path.join(HERE, 'pgsupport.py'), root.dsn,
+             os.path.join(shared, 'current') if shared else
              tempfile.mkdtemp(dir=self.tmp),
-             'true' if root.keep_history else 'false'],
+             'true' if root.keep_history else 'false',
+             'true' if shared else 'false'],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, env=self.env())
         self.addCleanup(lambda: p.poll() is None and p.kill())
@@ -252,6 +276,218 @@ class RelStorageTests(unittest.TestCase):
             wrong.keep_history
         self.assertIn('database hpsnap is history-preserving', str(e.exception))
         self.assertTrue(RelStorageRoot(root.path, root.dsn).keep_history)
+
+    # -- the snapshot paired with a release, restored --------------------------
+
+    def test_restore_the_snapshot_of_a_release(self):
+        root = self.site('rest', keep_history=True)
+        with root.lock():
+            taken = root.snapshot_for_release('1.1')
+        self.assertEqual((taken['name'], taken['generation'],
+                          taken['backend'], taken['database']),
+                         ('2', '1', 'relstorage', 'rest_g2'))
+        self.assertEqual(root.current_name(), '1')   # not made current
+        self.assertEqual(root.generations.manifest('2')['release'], '1.1')
+        snapshot = root.facts('rest_g2')
+        w = self.writer(root)
+        self.wait_for_writes(w, 3)
+        acked, _ = self.stop_writer(w)
+        cache = os.path.join(self.caches, 'client-0.rscache')
+        open(cache, 'w').close()
+        before = root.databases()
+        # writes would be discarded: refused, counted, nothing changed
+        with self.assertRaises(Refused) as e:
+            root.restore('2')
+        self.assertIn('restoring data generation 2 would discard %d '
+                      'transaction(s) committed after it' % len(acked),
+                      str(e.exception))
+        self.assertIn('--discard-writes', str(e.exception))
+        self.assertIn('kept in data generation 1', str(e.exception))
+        self.assertEqual(root.databases(), before)
+        self.assertEqual(root.current_name(), '1')
+        self.assertTrue(os.path.exists(cache))
+        # with consent: a copy of the snapshot is the site's database
+        result = root.restore('2', discard_writes=True)
+        self.assertEqual((result['generation'], result['replaced'],
+                          result['discarded']), ('3', '1', len(acked)))
+        self.assertEqual(root.databases(), {'rest': ('3', True),
+                                            'rest_g1': ('1', True),
+                                            'rest_g2': ('2', True)})
+        self.assertEqual(root.current_name(), '3')
+        self.assertFalse(os.path.exists(cache))
+        self.assertEqual(self.read(root, '3', 'writes'), {})
+        # what was discarded is kept; the snapshot is as it was taken
+        self.assertEqual(set(self.read(root, '1', 'writes')), set(acked))
+        self.assertEqual(root.facts('rest_g2'), snapshot)
+        # ... and can be restored again (nothing written since: no consent)
+        self.assertEqual(root.restore('2')['generation'], '4')
+        with self.assertRaises(Refused) as e:
+            root.restore('4')
+        self.assertIn('data generation 4 is the current one',
+                      str(e.exception))
+
+    # -- blobs in a shared-blob-dir -------------------------------------------
+
+    def shared_site(self, name):
+        """A history-free site whose blobs are in a shared-blob-dir (not
+        large objects), adopted as generation 1."""
+        import transaction
+        from BTrees.OOBTree import OOBTree
+        from collective.safedeploy.data.relstorage import RelStorageRoot
+        shared = os.path.join(self.tmp, 'shared-' + name)
+        os.mkdir(shared)
+        self.caches = os.path.join(self.tmp, 'cache-' + name)
+        os.mkdir(self.caches)
+        root = RelStorageRoot(os.path.join(self.tmp, name),
+                              self.cluster.dsn(name), keep_history=False,
+                              shared_blob_dir=shared,
+                              cache_dirs=[self.caches])
+        with root.admin() as cur:
+            cur.execute('CREATE DATABASE %s' % name)
+        self.addCleanup(self.drop_all, root)
+        # the site's blob-dir before it is in generations: the directory
+        db = pgsupport.open_db(root.dsn, shared, create=True, shared=True)
+        try:
+            tm = transaction.TransactionManager()
+            conn = db.open(transaction_manager=tm)
+            conn.root()['writes'] = OOBTree()
+            for i in range(3):
+                conn.root()['b%d' % i] = pgsupport.blob(b'blob %d' % i)
+            tm.commit()
+            conn.close()
+        finally:
+            db.close()
+        self.assertEqual(root.adopt(), '1')
+        return root
+
+    def shared_read(self, root, generation, check):
+        """``check(root)`` on generation ``generation`` through its own
+        blob directory (the current one: the clients' ``current`` link)."""
+        import transaction
+        shared = root.shared_blob_dir
+        current = generation == root.current_name()
+        db = pgsupport.open_db(
+            root.dsn if current else root.generation_dsn(generation),
+            os.path.join(shared, 'current' if current else generation),
+            shared=True)
+        try:
+            tm = transaction.TransactionManager()
+            conn = db.open(transaction_manager=tm)
+            try:
+                return check(conn.root())
+            finally:
+                tm.abort()
+                conn.close()
+        finally:
+            db.close()
+
+    def blob_of(self, root, key):
+        """Where the blob at ``root[key]`` of the current generation is,
+        relative to its generation's blob directory."""
+        shared = os.path.realpath(os.path.join(root.shared_blob_dir,
+                                               'current'))
+        return self.shared_read(root, root.current_name(), lambda r: (
+            os.path.relpath(os.path.realpath(r[key].committed()), shared)))
+
+    def test_shared_blob_dir(self):
+        """Snapshots, evolve-copy (with a writer committing blobs) and
+        restores with blobs in a shared-blob-dir: each generation has a
+        blob directory of its own, <dir>/N, behind <dir>/current."""
+        from collective.safedeploy.evolve.relstorage import \
+            RelStorageEvolveCopy
+        root = self.shared_site('shb')
+        shared = root.shared_blob_dir
+        link = os.path.join(shared, 'current')
+        self.assertEqual(os.readlink(link), '1')
+        self.assertEqual(len(blob_files(os.path.join(shared, '1'))), 3)
+        self.assertEqual(root.facts('shb')['blobs'], 3)
+        conn = root.connect('shb')
+        try:
+            cur = conn.cursor()
+            cur.execute('SELECT (SELECT count(*) FROM blob_chunk), '
+                        '(SELECT count(*) FROM pg_largeobject_metadata)')
+            self.assertEqual(cur.fetchone(), (0, 0))   # no large objects
+        finally:
+            conn.close()
+
+        def writes(r):
+            w = r['writes']
+            return {i: read_blob(w[i]) for i in w}
+        w = self.writer(root)
+        self.wait_for_writes(w, 5)
+        # a snapshot while blobs are written
+        with root.lock():
+            self.assertEqual(root.snapshot_for_release('1.1')['name'], '2')
+        self.assertEqual(root.generations.manifest('2')['copied_by'], 'dump')
+        # evolve-copy while blobs are written; the evolve adds one
+        RelStorageEvolveCopy(root, __name__ + ':bump_blob',
+                             say=lambda *a: None).run()
+        self.assertEqual(root.current_name(), '3')
+        self.assertEqual(os.readlink(link), '3')
+        self.wait_for_writes(w, 5)        # writes go on, on generation 3
+        acked, _ = self.stop_writer(w)
+        got = self.shared_read(root, '3', writes)
+        self.assertEqual(set(acked) - set(got), set(),
+                         'acknowledged writes lost')
+        self.assertEqual(got, {i: b'write %d' % i for i in got})
+        # every blob the snapshot and the old generation name is in their
+        # own directories
+        snapshot = self.shared_read(root, '2', writes)
+        self.assertEqual(snapshot, {i: b'write %d' % i
+                                    for i in range(len(snapshot))})
+        old = self.shared_read(root, '1', writes)
+        self.assertEqual(old, {i: b'write %d' % i for i in range(len(old))})
+        self.assertEqual(self.shared_read(root, '2', lambda r: read_blob(
+            r['b2'])), b'blob 2')
+        # the generations' blobs are kept apart
+        evolved = self.blob_of(root, 'evolved')
+        self.assertIn(evolved, blob_files(os.path.join(shared, '3')))
+        for other in '12':
+            self.assertNotIn(evolved, blob_files(os.path.join(shared,
+                                                              other)))
+        import transaction
+        db = pgsupport.open_db(root.dsn, link, shared=True)
+        try:
+            tm = transaction.TransactionManager()
+            c = db.open(transaction_manager=tm)
+            c.root()['after'] = pgsupport.blob(b'after')
+            tm.commit()
+            c.close()
+        finally:
+            db.close()
+        after = self.blob_of(root, 'after')
+        self.assertEqual([g for g in '123' if after in blob_files(
+            os.path.join(shared, g))], ['3'])
+        # rollback with data to the snapshot: refused, then a copy of it
+        with self.assertRaises(Refused) as e:
+            root.restore('2')
+        self.assertIn('would discard at least', str(e.exception))
+        self.assertIn('kept in data generation 3', str(e.exception))
+        self.assertEqual(os.readlink(link), '3')
+        self.assertEqual(root.restore('2', discard_writes=True)[
+            'generation'], '4')
+        self.assertEqual(os.readlink(link), '4')
+        self.assertEqual(self.shared_read(root, '4', writes), snapshot)
+        self.assertIsNone(self.shared_read(root, '4', lambda r: r.get(
+            'evolved')))
+        self.assertNotIn(after, blob_files(os.path.join(shared, '4')))
+        self.assertIn(after, blob_files(os.path.join(shared, '3')))
+        # and back to the evolved generation (nothing written since)
+        root.rollback('3')
+        self.assertEqual(os.readlink(link), '3')
+        self.assertEqual(self.shared_read(root, '3', lambda r: read_blob(
+            r['after'])), b'after')
+        # a link a killed switch left wrong is put right from PostgreSQL
+        os.unlink(link)
+        os.symlink('4', link)
+        with root.lock():
+            root.reconcile()
+        self.assertEqual(os.readlink(link), '3')
+        # removing a generation removes its blob directory
+        with root.lock():
+            root.generations.discard('4', 'no longer needed')
+        self.assertFalse(os.path.exists(os.path.join(shared, '4')))
+        self.assertNotIn('shb_g4', root.databases())
 
     # -- evolve-copy ----------------------------------------------------------
 
