@@ -3,7 +3,8 @@
 
     prepare   while the site runs: database <site>_gN, a copy of <site>
               (CREATE DATABASE ... TEMPLATE when nothing is connected,
-              else pg_dump/pg_restore)
+              else pg_dump/pg_restore); with a shared-blob-dir, the
+              generation's blob directory (hard links)
     freeze    hold RelStorage's own commit lock on <site> (the advisory
               lock lock_and_choose_tid takes): writers wait, reads go on
     catch_up  zodbconvert --incremental <site> -> <site>_gN

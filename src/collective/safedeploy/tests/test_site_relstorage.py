@@ -11,7 +11,8 @@
 - bin/rollback 1.0 --with-data: refused without --discard-writes (the
   writes counted, the generation keeping them named), nothing changed;
   with it, code and data are 1.0's: a copy of the snapshot is the site's
-  database, generation 3 is kept, the clients' caches are empty."""
+  database, generation 3 is kept, the clients' caches are empty;
+- bin/snapshot --prune keeps the generations paired with the releases."""
 import os
 import subprocess
 import sys
@@ -42,6 +43,7 @@ CONFIG = '''\
     data = ${buildout:directory}/var/data
     client-cache = ${buildout:directory}/var/cache
     blob-cache = ${buildout:directory}/var/blobcache
+    keep = 1
 
     [evolve-copy]
     recipe = collective.safedeploy:evolve-copy
@@ -162,6 +164,10 @@ class RelStorageSiteTests(unittest.TestCase):
                       r.output)
         self.assertIn('kept in data generation 3', r.output)
         self.assertIn('--discard-writes', r.output)
+        self.assertTrue(r.last_line.startswith('rollback: error: '), r.output)
+        self.assertTrue(r.last_line.endswith(
+            '; current still points to 1.1; the data was not changed '
+            '(generation 3)'), r.output)
         self.assertEqual(support.current_tag(sample.directory), '1.1')
         self.assertEqual(root.databases(), before)
         self.assertEqual(root.current_name(), '3')
@@ -187,6 +193,13 @@ class RelStorageSiteTests(unittest.TestCase):
                          evolved['writes'])
         generation, _, _ = pairing.lookup(sample.path('releases'), '1.0')
         self.assertEqual(generation, '4')
+        # pruning to keep = 1 keeps what a release still there is paired
+        # with: 1.0's snapshot (2) and the generation 1.1 ran on (3)
+        r = run('snapshot', '--prune')
+        self.assertEqual(r.returncode, 0, r.output)
+        self.assertEqual(r.lines, ['pruned data generation 1'])
+        self.assertEqual(sorted(root.databases()),
+                         ['site', 'site_g2', 'site_g3'])
 
     def read(self, root, dbname, cache):
         """The writes, blob and evolve mark of database ``dbname``."""
