@@ -27,6 +27,13 @@ A database disallowing connections is what a run killed inside a switch
 could leave: a guard process (:func:`guard`) started before the switch
 allows connections again on every generation when its parent is gone.
 
+A snapshot is a generation that is not made current (the one taken
+before a flip is paired with the release left); restoring it
+(:meth:`RelStorageRoot.restore`) makes a copy of it the site's database,
+so that it stays as it was taken.  With a ``shared-blob-dir`` each
+generation has a blob directory of its own, ``<dir>/N``, behind the
+``<dir>/current`` link the clients name, flipped with the renames.
+
 Removing a generation drops its database (``DROP DATABASE``; a
 ``TRUNCATE`` would leak the blobs' large objects).
 
@@ -765,9 +772,12 @@ class RelStorageRoot:
             gens.complete(new, dict(manifest, source=name, copied_by=how,
                                     restored_from=name,
                                     switch_tid=manifest['last_tid']))
+            # before the switch as well: a kill between the switch and
+            # the second leaves no cache of the replaced generation
+            dropped = self.drop_client_caches()
             self.switch_to(new, via='restore', snapshot=name,
                            replaced=current, discarded=count)
-            dropped = self.drop_client_caches()
+            dropped += self.drop_client_caches()
         logger.info('restored data generation %s as data generation %s '
                     '(generation %s kept, %d transaction(s) in it after the '
                     'snapshot)', name, new, current, count)

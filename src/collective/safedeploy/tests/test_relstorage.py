@@ -326,6 +326,102 @@ class RelStorageTests(unittest.TestCase):
         self.assertIn('data generation 4 is the current one',
                       str(e.exception))
 
+    def write_retrying(self, root, key, value):
+        """``root['writes'][key] = value`` on the site's database through
+        RelStorage, retried for up to 20 s (a guard may need a moment to
+        allow connections again after a kill)."""
+        import transaction
+        deadline = time.monotonic() + 20
+        while True:
+            tm = transaction.TransactionManager()
+            client = None
+            try:
+                client = pgsupport.open_db(root.dsn, tempfile.mkdtemp(
+                    dir=self.tmp), root.keep_history)
+                conn = client.open(transaction_manager=tm)
+                conn.root()['writes'][key] = value
+                tm.commit()
+                conn.close()
+                return
+            except Exception:
+                tm.abort()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+            finally:
+                if client is not None:
+                    client.close()
+
+    def fork(self, function):
+        pid = os.fork()
+        if pid == 0:       # the child
+            code = 1
+            try:
+                function()
+                code = 0
+            finally:
+                os._exit(code)
+        return pid
+
+    def test_restore_kills(self):
+        """SIGKILL a restore at random moments: the site's database is the
+        generation it was, unchanged, or a whole copy of the snapshot;
+        writable at once; a re-run converges."""
+        root = self.site('rkills', objects=5, blobs=1)
+        rng = random.Random(int(os.environ.get('SAFEDEPLOY_SEED', '17')))
+        with root.lock():
+            root.snapshot_for_release('1.1')
+        snapshot = self.read(root, '2', 'writes')
+        written = {}            # generation: the writes acknowledged on it
+        self.write_retrying(root, -1, -1)
+        written['1'] = {-1}
+
+        def restore():
+            root.restore('2', discard_writes=True)
+        started = time.monotonic()
+        _, status = os.waitpid(self.fork(restore), 0)
+        self.assertEqual(status, 0)
+        duration = time.monotonic() - started
+        print('(one restore: %.2f s)' % duration, end=' ')
+        kills = 0
+        for n in range(15):
+            expected = root.databases()[root.site][0]
+            pid = self.fork(restore)
+            time.sleep(rng.uniform(0, duration))
+            try:
+                os.kill(pid, signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            self.write_retrying(root, n, n)     # writable at once
+            now = root.databases()[root.site][0]
+            if now != expected:   # a whole copy of the snapshot
+                self.assertGreater(int(now), int(expected))
+                self.assertEqual(root.generations.manifest(now)[
+                    'restored_from'], '2')
+                written[now] = set(snapshot)
+            written.setdefault(now, set()).add(n)
+            self.assertEqual(set(self.read(root, now, 'writes')),
+                             written[now])
+        self.assertGreaterEqual(kills, 10)
+        # every write acknowledged is where it was written: nothing lost
+        with root.lock():
+            root.reconcile()
+        for generation, writes in written.items():
+            self.assertEqual(set(self.read(root, generation, 'writes')),
+                             writes, generation)
+        self.assertEqual(self.read(root, '2', 'writes'), snapshot)
+        result = root.restore('2', discard_writes=True)
+        self.assertEqual(root.current_name(), result['generation'])
+        rows = root.history()
+        self.assertFalse([r for r in rows if r['exists'] and r['state']
+                          not in ('published', 'built', 'rolled back')],
+                         rows)
+        spare = {db for db in root.databases() if db != root.site}
+        self.assertEqual(spare, {root.spare(r['name']) for r in rows
+                                 if r['exists'] and not r['current']})
+
     # -- blobs in a shared-blob-dir -------------------------------------------
 
     def shared_site(self, name):
