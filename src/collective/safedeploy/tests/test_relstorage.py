@@ -585,6 +585,85 @@ class RelStorageTests(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(shared, '4')))
         self.assertNotIn('shb_g4', root.databases())
 
+    def test_shared_blob_dir_kills(self):
+        """SIGKILL evolve-copy at random moments with blobs in a
+        shared-blob-dir: once the site's database takes connections again
+        the blob link names its generation, and every blob written is
+        readable through it."""
+        import transaction
+        from collective.safedeploy.evolve.relstorage import \
+            RelStorageEvolveCopy
+        root = self.shared_site('shkills')
+        link = os.path.join(root.shared_blob_dir, 'current')
+        rng = random.Random(int(os.environ.get('SAFEDEPLOY_SEED', '17')))
+
+        def write_blob(n):
+            deadline = time.monotonic() + 20
+            while True:
+                tm = transaction.TransactionManager()
+                client = None
+                try:
+                    client = pgsupport.open_db(root.dsn, link, shared=True)
+                    conn = client.open(transaction_manager=tm)
+                    conn.root()['writes'][n] = pgsupport.blob(b'w%d' % n)
+                    tm.commit()
+                    conn.close()
+                    return
+                except Exception:
+                    tm.abort()
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+                finally:
+                    if client is not None:
+                        client.close()
+
+        def evolve_copy():
+            RelStorageEvolveCopy(root, __name__ + ':bump_blob',
+                                 say=lambda *a: None).run()
+
+        def killed_after_the_link_flipped():
+            # SIGKILL just after the link names the new generation, before
+            # the renames commit: the guard points it back
+            flip = root.point_blobs
+
+            def flip_and_die(name):
+                flip(name)
+                if name != root.current_name():
+                    os.kill(os.getpid(), signal.SIGKILL)
+            root.point_blobs = flip_and_die
+            evolve_copy()
+        write_blob(-1)
+        _, status = os.waitpid(self.fork(killed_after_the_link_flipped), 0)
+        self.assertEqual(os.WTERMSIG(status), signal.SIGKILL)
+        write_blob(-2)
+        self.assertEqual(root.databases()[root.site][0], '1')
+        self.assertEqual(os.readlink(link), '1')
+        self.assertEqual(self.shared_read(root, '1', lambda r: read_blob(
+            r['writes'][-2])), b'w-2')
+        started = time.monotonic()
+        _, status = os.waitpid(self.fork(evolve_copy), 0)
+        self.assertEqual(status, 0)
+        duration = time.monotonic() - started
+        kills = 0
+        for n in range(12):
+            pid = self.fork(evolve_copy)
+            time.sleep(rng.uniform(0, duration))
+            try:
+                os.kill(pid, signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            write_blob(n)        # the site's database takes connections
+            truth = root.databases()[root.site][0]
+            self.assertEqual(os.readlink(link), truth, n)
+            got = self.shared_read(root, truth, lambda r: {
+                i: read_blob(b) for i, b in r['writes'].items()})
+            self.assertEqual(set(got), set(range(-2, n + 1)))
+            self.assertEqual(got, {i: b'w%d' % i for i in got})
+        self.assertGreaterEqual(kills, 8)
+
     # -- evolve-copy ----------------------------------------------------------
 
     def run_evolve_copy(self, root, keep_history=False):
