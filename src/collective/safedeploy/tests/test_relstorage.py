@@ -319,8 +319,20 @@ class RelStorageTests(unittest.TestCase):
         # what was discarded is kept; the snapshot is as it was taken
         self.assertEqual(set(self.read(root, '1', 'writes')), set(acked))
         self.assertEqual(root.facts('rest_g2'), snapshot)
-        # ... and can be restored again (nothing written since: no consent)
-        self.assertEqual(root.restore('2')['generation'], '4')
+        # ... and can be restored again (nothing written since: no
+        # consent needed), by bin/snapshot too
+        import contextlib
+        import io
+        from collective.safedeploy.data import snapshot as snapshots
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(snapshots.main(
+                ['-q', '--restore', '2'], storage='relstorage', dsn=root.dsn,
+                data=root.path, client_cache=self.caches), 0)
+        self.assertEqual(out.getvalue(), 'restored data generation 2 as data '
+                         'generation 4, database rest (generation 3 kept; 0 '
+                         'client cache files removed)\n')
+        self.assertEqual(root.current_name(), '4')
         with self.assertRaises(Refused) as e:
             root.restore('4')
         self.assertIn('data generation 4 is the current one',
