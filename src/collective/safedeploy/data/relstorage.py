@@ -289,6 +289,7 @@ class RelStorageRoot:
         gens = self.generations
         gens.recover()
         with self.admin() as cur:
+            self.drop_killed_copies(cur)
             dbs = self.databases(cur)
             self.align_blobs(dbs)
             self.set_allow(cur, [n for n, (g, a) in dbs.items()
@@ -300,6 +301,32 @@ class RelStorageRoot:
         for name in gens.on_disk():
             if gens.entry(name) == 'staging':
                 gens.discard(name, 'incomplete copy')
+
+    def drop_killed_copies(self, cur):
+        """What a run killed inside :meth:`create_copy` left in PostgreSQL
+        (call under the lock: no live run is copying): a ``CREATE
+        DATABASE`` its backend still runs is ended, a database it made
+        but did not get to comment on (no generation) is dropped."""
+        pattern = '^CREATE DATABASE "%s_g[0-9]+"' % self.site
+        deadline = time.monotonic() + 30
+        while True:
+            cur.execute('SELECT pg_terminate_backend(pid) FROM '
+                        'pg_stat_activity WHERE pid <> pg_backend_pid() AND '
+                        "state = 'active' AND query ~ %s", (pattern,))
+            if not cur.fetchall():
+                break
+            if time.monotonic() > deadline:
+                raise RelStorageError('a CREATE DATABASE of a killed run did '
+                                      'not end within 30 s')
+            time.sleep(0.05)
+        spare = re.compile(re.escape(self.site) + r'_g\d+\Z')
+        for name, (generation, _) in self.databases(cur).items():
+            if generation is None and spare.match(name):
+                logger.info('dropping database %s, a copy a killed run '
+                            'left', name)
+                self.set_allow(cur, [name], False)
+                self.terminate(cur, [name])
+                cur.execute('DROP DATABASE %s' % ident(name))
 
     def _remove(self, path):
         """Store's removal of a generation: its database, then its

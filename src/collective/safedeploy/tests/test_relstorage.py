@@ -390,9 +390,26 @@ class RelStorageTests(unittest.TestCase):
 
         def restore():
             root.restore('2', discard_writes=True)
+
+        def killed_after_create():
+            # the database made, SIGKILL before it is commented on: a
+            # database no generation claims
+            def create_and_die(name, source_db, progress=None):
+                with root.admin() as cur:
+                    cur.execute('CREATE DATABASE %s TEMPLATE %s' % (
+                        root.spare(name), source_db))
+                os.kill(os.getpid(), signal.SIGKILL)
+            root.create_copy = create_and_die
+            restore()
+        _, status = os.waitpid(self.fork(killed_after_create), 0)
+        self.assertEqual(os.WTERMSIG(status), signal.SIGKILL)
+        self.assertEqual(root.databases()['rkills_g3'], (None, True))
         started = time.monotonic()
         _, status = os.waitpid(self.fork(restore), 0)
         self.assertEqual(status, 0)
+        self.assertEqual(sorted(root.databases()),
+                         ['rkills', 'rkills_g1', 'rkills_g2'])
+        self.assertEqual(root.current_name(), '4')
         duration = time.monotonic() - started
         print('(one restore: %.2f s)' % duration, end=' ')
         kills = 0
