@@ -27,6 +27,13 @@ A database disallowing connections is what a run killed inside a switch
 could leave: a guard process (:func:`guard`) started before the switch
 allows connections again on every generation when its parent is gone.
 
+A snapshot is a generation that is not made current (the one taken
+before a flip is paired with the release left); restoring it
+(:meth:`RelStorageRoot.restore`) makes a copy of it the site's database,
+so that it stays as it was taken.  With a ``shared-blob-dir`` each
+generation has a blob directory of its own, ``<dir>/N``, behind the
+``<dir>/current`` link the clients name, flipped with the renames.
+
 Removing a generation drops its database (``DROP DATABASE``; a
 ``TRUNCATE`` would leak the blobs' large objects).
 
@@ -282,7 +289,9 @@ class RelStorageRoot:
         gens = self.generations
         gens.recover()
         with self.admin() as cur:
+            self.drop_killed_copies(cur)
             dbs = self.databases(cur)
+            self.align_blobs(dbs)
             self.set_allow(cur, [n for n, (g, a) in dbs.items()
                                  if g and not a], True)
         truth = dbs.get(self.site, (None, True))[0]
@@ -292,6 +301,32 @@ class RelStorageRoot:
         for name in gens.on_disk():
             if gens.entry(name) == 'staging':
                 gens.discard(name, 'incomplete copy')
+
+    def drop_killed_copies(self, cur):
+        """What a run killed inside :meth:`create_copy` left in PostgreSQL
+        (call under the lock: no live run is copying): a ``CREATE
+        DATABASE`` its backend still runs is ended, a database it made
+        but did not get to comment on (no generation) is dropped."""
+        pattern = '^CREATE DATABASE "%s_g[0-9]+"' % self.site
+        deadline = time.monotonic() + 30
+        while True:
+            cur.execute('SELECT pg_terminate_backend(pid) FROM '
+                        'pg_stat_activity WHERE pid <> pg_backend_pid() AND '
+                        "state = 'active' AND query ~ %s", (pattern,))
+            if not cur.fetchall():
+                break
+            if time.monotonic() > deadline:
+                raise RelStorageError('a CREATE DATABASE of a killed run did '
+                                      'not end within 30 s')
+            time.sleep(0.05)
+        spare = re.compile(re.escape(self.site) + r'_g\d+\Z')
+        for name, (generation, _) in self.databases(cur).items():
+            if generation is None and spare.match(name):
+                logger.info('dropping database %s, a copy a killed run '
+                            'left', name)
+                self.set_allow(cur, [name], False)
+                self.terminate(cur, [name])
+                cur.execute('DROP DATABASE %s' % ident(name))
 
     def _remove(self, path):
         """Store's removal of a generation: its database, then its
@@ -330,9 +365,29 @@ class RelStorageRoot:
                 with self.admin() as cur:
                     cur.execute('COMMENT ON DATABASE %s IS %%s' % ident(
                         self.site), (COMMENT % (name, self.site),))
+                self.adopt_shared_blobs(name)
                 gens.complete(name, self.describe(self.site, name))
+            self.point_blobs(name)
             gens.flip(name, via='adopt', databases={name: self.site})
             return name
+
+    def adopt_shared_blobs(self, name):
+        """A shared-blob-dir that holds the site's blobs itself (the site
+        stopped): they move into ``<dir>/<name>``, which ``<dir>/current``
+        will name -- the clients' ``blob-dir`` from now on."""
+        top = self.shared_blob_dir
+        if not top:
+            return
+        target = self.shared_blob_path(name)
+        os.makedirs(top, mode=0o700, exist_ok=True)
+        if os.path.islink(os.path.join(top, CURRENT)):
+            return              # in generations already
+        os.makedirs(target, mode=0o700, exist_ok=True)
+        for entry in os.listdir(top):
+            if entry == name or entry == CURRENT:
+                continue
+            os.rename(os.path.join(top, entry), os.path.join(target, entry))
+        fsutil.fsync_directory(top)
 
     def describe(self, db, name):
         facts = self.facts(db)
@@ -357,8 +412,12 @@ class RelStorageRoot:
                 last = cur.fetchone()[0]
                 cur.execute('SELECT count(*) FROM object_state')
             objects = cur.fetchone()[0]
-            cur.execute('SELECT count(*) FROM blob_chunk WHERE chunk_num = 0')
-            blobs = cur.fetchone()[0]
+            if self.shared_blob_dir:
+                blobs = self.shared_blob_count(db)
+            else:
+                cur.execute('SELECT count(*) FROM blob_chunk WHERE '
+                            'chunk_num = 0')
+                blobs = cur.fetchone()[0]
             cur.execute('SELECT count(*) FROM blob_chunk b WHERE NOT EXISTS '
                         '(SELECT 1 FROM pg_largeobject_metadata m WHERE '
                         'm.oid = b.chunk)')
@@ -369,6 +428,65 @@ class RelStorageRoot:
             raise RelStorageError('database %s lacks %d of its blobs\' large '
                                   'objects' % (db, lost))
         return dict(last_tid=last, objects=objects, blobs=blobs)
+
+    def transactions_after(self, db, tid):
+        """``(count, exact)``: the transactions committed to ``db`` after
+        ``tid`` (None: all of them).  History-free keeps no transaction
+        log: then ``count`` is the transactions whose changes are still the
+        newest state of some object -- at least one whenever anything was
+        committed after ``tid`` -- and ``exact`` is False."""
+        conn = self.connect(db)
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT to_regclass('object_state') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                return 0, True
+            if self.keep_history:
+                cur.execute('SELECT count(*) FROM transaction WHERE tid > %s',
+                            (tid if tid is not None else -1,))
+            else:
+                cur.execute('SELECT count(DISTINCT tid) FROM object_state '
+                            'WHERE tid > %s', (tid if tid is not None
+                                               else -1,))
+            return cur.fetchone()[0], bool(self.keep_history)
+        finally:
+            conn.close()
+
+    # -- blobs in a shared-blob-dir ---------------------------------------------
+
+    def shared_blob_path(self, name):
+        """Generation ``name``'s blob directory (``shared-blob-dir``)."""
+        return os.path.join(self.shared_blob_dir, name)
+
+    def shared_blob_count(self, db):
+        """The committed blob files in the blob directory of the
+        generation database ``db`` is."""
+        gen = self.databases().get(db, (None,))[0]
+        path = self.shared_blob_path(gen) if gen else None
+        count = 0
+        if path and os.path.isdir(path):
+            for _, _, files in os.walk(path):
+                count += sum(1 for f in files if f.endswith('.blob'))
+        return count
+
+    def point_blobs(self, name):
+        """``<shared-blob-dir>/current`` -> generation ``name``'s blob
+        directory (what the clients' ``blob-dir`` names)."""
+        if self.shared_blob_dir and name:
+            fsutil.atomic_symlink(name, os.path.join(self.shared_blob_dir,
+                                                     CURRENT))
+
+    def align_blobs(self, dbs):
+        """The blob link names the generation the site's database is
+        (after a run killed between flipping the link and committing the
+        renames)."""
+        if not self.shared_blob_dir:
+            return
+        truth = dbs.get(self.site, (None,))[0]
+        link = os.path.join(self.shared_blob_dir, CURRENT)
+        now = os.readlink(link) if os.path.islink(link) else None
+        if truth and now != truth:
+            self.point_blobs(truth)
 
     # -- copies ----------------------------------------------------------------
 
@@ -491,9 +609,9 @@ class RelStorageRoot:
         name = self.next_name()
         gens.stage(name, source=source, **info)
         try:
-            if self.shared_blob_dir:
-                self.copy_shared_blobs(source, name)
             how = self.create_copy(name, self.site)
+            # after the database copy: every blob it names is there
+            self.copy_shared_blobs(source, name)
             if how == 'dump':
                 self.catch_up(self.site, self.spare(name))
             manifest = self.describe(self.spare(name), name)
@@ -507,9 +625,17 @@ class RelStorageRoot:
         return name
 
     def copy_shared_blobs(self, source, name):
+        """Generation ``name``'s blob directory: hard links to the
+        committed blob files of ``source``'s (a blob file is never changed
+        once committed; a new revision is a new file), so the generations'
+        blobs stay apart.  Call after the database copy."""
+        if not self.shared_blob_dir:
+            return 0
         from . import copy as fscopy
-        fscopy.link_blobs(os.path.join(self.shared_blob_dir, source),
-                          os.path.join(self.shared_blob_dir, name))
+        src = self.shared_blob_path(source)
+        if not os.path.isdir(src):
+            os.makedirs(src, mode=0o700)
+        return fscopy.link_blobs(src, self.shared_blob_path(name))
 
     def switch_to(self, name, via='switch', hold=None, guard=None,
                   **fields):
@@ -542,10 +668,14 @@ class RelStorageRoot:
             cur.execute('ALTER DATABASE %s RENAME TO %s' % (
                 ident(new_db), ident(self.site)))
             self.set_allow(cur, [self.site, self.spare(old)], True)
-            cur.execute('COMMIT')
-        if self.shared_blob_dir:
-            fsutil.atomic_symlink(name, os.path.join(self.shared_blob_dir,
-                                                     CURRENT))
+            # nobody is connected: the blob link goes with the renames (a
+            # kill before the COMMIT is put right by the guard)
+            self.point_blobs(name)
+            try:
+                cur.execute('COMMIT')
+            except BaseException:
+                self.point_blobs(old)
+                raise
         gens.flip(name, via=via, databases={name: self.site,
                                             old: self.spare(old)}, **fields)
         return old
@@ -575,7 +705,7 @@ class RelStorageRoot:
             self.reconcile()
             gens = self.generations
             current = gens.current_name()
-            target = target or gens.previous_good(current)
+            target = target or self.previous_current(current)
             if target is None:
                 raise NotFound('there is no earlier data generation to roll '
                                'back to')
@@ -594,6 +724,93 @@ class RelStorageRoot:
             self.switch_to(target, via='rollback', left=current)
             dropped = self.drop_client_caches()
         return dict(generation=target, left=current, caches=len(dropped))
+
+    def previous_current(self, current):
+        """The generation that was current before ``current`` became so
+        (a snapshot, never current, is restored by :meth:`restore`)."""
+        for entry in reversed(list(self.generations.journal.entries())):
+            if entry['event'] == 'published' and \
+                    entry.get('name') == current:
+                previous = entry.get('previous')
+                if previous and self.generations.is_complete(previous):
+                    return previous
+        return None
+
+    def snapshot_for_release(self, tag):
+        """A snapshot paired with release ``tag``: a new generation, a
+        copy of the current one (taken while the site runs), not made
+        current.  Returns what the release journal records.  Call under
+        :meth:`lock`."""
+        source = self.generations.current_name()
+        name = self.new_generation(release=tag, snapshot_for=tag)
+        m = self.generations.manifest(name)
+        return dict(name=name, backend='relstorage', time=m.get('built') or
+                    time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+                    last_tid=m['last_tid'], generation=source,
+                    database=self.spare(name))
+
+    def restore(self, name, discard_writes=False):
+        """Make a copy of generation ``name`` (a snapshot; it stays as it
+        was taken, to be restored again) the site's database: a new
+        generation.  Refused, nothing changed, when the current generation
+        has transactions committed after the snapshot, unless
+        ``discard_writes``: they stay in the generation replaced, kept.
+        Drops the clients' caches."""
+        with self.lock('a restore of %s' % self.path):
+            self.reconcile()
+            gens = self.generations
+            gens.resolve(name)
+            current = gens.current_name()
+            if name == current:
+                raise Refused('data generation %s is the current one '
+                              '(database %s); nothing to restore' % (
+                                  name, self.site))
+            source_db = self.database_of(name)
+            snap = gens.manifest(name) or {}
+            count, exact = self.transactions_after(self.site,
+                                                   snap.get('last_tid'))
+            if count and not discard_writes:
+                raise Refused(
+                    'restoring data generation %s would discard %s%d '
+                    'transaction(s) committed after it (data generation %s, '
+                    'database %s); run again with --discard-writes to '
+                    'restore anyway (they are kept in data generation %s)'
+                    % (name, '' if exact else 'at least ', count, current,
+                       self.site, current))
+            new = self.next_name()
+            gens.stage(new, source=name, restored_from=name)
+            try:
+                how = self.create_copy(new, source_db)
+                self.copy_shared_blobs(name, new)
+                if how == 'dump':
+                    self.catch_up(source_db, self.spare(new))
+                manifest = self.describe(self.spare(new), new)
+                if manifest['last_tid'] != snap.get('last_tid') or \
+                        manifest['blobs'] < snap.get('blobs', 0):
+                    raise RelStorageError(
+                        'the copy of data generation %s ends with '
+                        'transaction %s and has %d blobs, the snapshot %s '
+                        'and %s' % (name, manifest['last_tid'],
+                                    manifest['blobs'], snap.get('last_tid'),
+                                    snap.get('blobs')))
+            except BaseException as e:
+                gens.mark_failed(new, str(e) or e.__class__.__name__)
+                raise
+            gens.complete(new, dict(manifest, source=name, copied_by=how,
+                                    restored_from=name,
+                                    switch_tid=manifest['last_tid']))
+            # before the switch as well: a kill between the switch and
+            # the second leaves no cache of the replaced generation
+            dropped = self.drop_client_caches()
+            self.switch_to(new, via='restore', snapshot=name,
+                           replaced=current, discarded=count)
+            dropped += self.drop_client_caches()
+        logger.info('restored data generation %s as data generation %s '
+                    '(generation %s kept, %d transaction(s) in it after the '
+                    'snapshot)', name, new, current, count)
+        return dict(name=name, backend='relstorage', generation=new,
+                    replaced=current, left=current, discarded=count,
+                    caches=len(dropped), last_tid=snap.get('last_tid'))
 
     def history(self):
         rows = self.generations.history(strict=False)
@@ -637,8 +854,10 @@ def guard(root, fd):
     for attempt in range(50):
         try:
             with root.admin() as cur:
-                root.set_allow(cur, [n for n, (g, a) in root.databases(
-                    cur).items() if g and not a], True)
+                dbs = root.databases(cur)
+                root.align_blobs(dbs)
+                root.set_allow(cur, [n for n, (g, a) in dbs.items()
+                                     if g and not a], True)
             return 0
         except Exception as e:        # the server restarting
             logger.warning('guard: %s', e)

@@ -1,6 +1,7 @@
 """A part's ``storage = relstorage`` options, and the data steps the
-commands take through them: bin/snapshot's, and bin/rollback's switch
-back (the generations themselves: :mod:`.relstorage`)."""
+commands take through them: bin/snapshot's, the snapshot bin/buildout
+takes before a flip, and bin/rollback's switch back and restore (the
+generations themselves: :mod:`.relstorage`)."""
 from ..core import options as opts
 from ..core.errors import ConfigurationError
 from .relstorage import RelStorageRoot
@@ -61,6 +62,38 @@ def switch_back_with(options, target, discard_writes=False):
         target, discard_writes=discard_writes)
 
 
+def restore_with(options, name, discard_writes=False):
+    """bin/rollback TAG --with-data on RelStorage: a copy of the snapshot
+    paired with TAG (a data generation) made current (see
+    :meth:`RelStorageRoot.restore`)."""
+    return root_from_options(options_getter(options)).restore(
+        name, discard_writes=discard_writes)
+
+
+def take_for_release_with(options, tag):
+    """The snapshot just before the flip to ``tag`` (a new data
+    generation, not current); what the release journal records."""
+    root = root_from_options(options_getter(options))
+    with root.lock():
+        return root.snapshot_for_release(tag)
+
+
+def paired_generations(releases):
+    """The data generations a release still there is paired with: the one
+    it last ran on and the snapshot of its data (never pruned)."""
+    from ..release import pairing
+    from .snapshot import kept_releases
+    kept = kept_releases(releases)
+    if not kept:
+        return set()
+    result = set()
+    for release in kept:
+        generation, snapshot, _ = pairing.lookup(releases, release)
+        result.update(n for n in (generation, snapshot and snapshot.snapshot)
+                      if n)
+    return result
+
+
 def undo_with(options, before):
     """Put ``before`` back as the current generation (a rollback whose
     release side failed)."""
@@ -77,11 +110,14 @@ def snapshot_command(args, options):
     generation (a database ``<site>_gN``), named by its number."""
     from ..core import cli
     root = root_from_options(options_getter(options))
-    if args.name or args.destroy or args.for_release or args.force:
+    if args.name or args.destroy or args.force or args.export:
         raise ConfigurationError(
             'storage = relstorage: snapshots are data generations named by '
             'number; take one with bin/snapshot, list them with --list, '
             'remove old ones with --prune')
+    if args.for_release:
+        cli.print_json(take_for_release_with(options, args.for_release))
+        return 0
     if args.list:
         rows = root.history()
         if args.json:
@@ -96,17 +132,19 @@ def snapshot_command(args, options):
             root.site, root.adopt()))
         return 0
     if args.restore:
-        result = root.rollback(args.restore,
-                               discard_writes=args.discard_writes)
-        print('data generation %s is database %s again (generation %s '
-              'kept; %d client cache files removed)' % (
-                  result['generation'], root.site, result['left'],
-                  result['caches']))
+        result = root.restore(args.restore,
+                              discard_writes=args.discard_writes)
+        print('restored data generation %s as data generation %s, database '
+              '%s (generation %s kept; %d client cache files removed)' % (
+                  result['name'], result['generation'], root.site,
+                  result['left'], result['caches']))
         return 0
     with root.lock():
         if args.prune:
             keep = int(options.get('keep') or 10)
-            for name in root.generations.prune(keep) if keep else []:
+            protect = paired_generations(options.get('releases'))
+            for name in root.generations.prune(
+                    keep, protect=protect) if keep else []:
                 print('pruned data generation %s' % name)
             return 0
         name = root.new_generation()

@@ -135,6 +135,9 @@ def take_for_release(options, tag):
     name is taken) just before the flip.  Returns {name, backend, time,
     last_tid}: what the release journal records.  The snapshot is on disk
     before the release that relies on it is flipped in."""
+    if relstorage_options.is_relstorage(
+            relstorage_options.options_getter(options)):
+        return relstorage_options.take_for_release_with(options, tag)
     backend = backend_for(options)
     name = unique(validate_name(tag), {r['name'] for r in
                                        backend.snapshots()})
@@ -149,6 +152,9 @@ def restore(options, name, force=False, discard_writes=False):
     """Put the data back to snapshot ``name``.  Refuses (nothing changed)
     when transactions were committed after it, unless ``discard_writes``;
     what is discarded is kept (a data generation, or a zfs clone)."""
+    if relstorage_options.is_relstorage(
+            relstorage_options.options_getter(options)):
+        return relstorage_options.restore_with(options, name, discard_writes)
     backend = backend_for(options)
     validate_name(name, 'snapshot name')
     return backend.restore(name, force=force, discard_writes=discard_writes)

@@ -3,7 +3,8 @@
 
     prepare   while the site runs: database <site>_gN, a copy of <site>
               (CREATE DATABASE ... TEMPLATE when nothing is connected,
-              else pg_dump/pg_restore)
+              else pg_dump/pg_restore); with a shared-blob-dir, the
+              generation's blob directory (hard links)
     freeze    hold RelStorage's own commit lock on <site> (the advisory
               lock lock_and_choose_tid takes): writers wait, reads go on
     catch_up  zodbconvert --incremental <site> -> <site>_gN
@@ -97,6 +98,10 @@ class RelStorageEvolveCopy:
         root.generations.stage(self.name, source=self.source,
                                evolve=self.evolve_spec)
         self.how = root.create_copy(self.name, root.site)
+        # a shared-blob-dir: the generation's own blob directory, linked
+        # after the database copy (every blob it names is there); the
+        # catch-up adds the blobs committed since
+        root.copy_shared_blobs(self.source, self.name)
         # started before the window: allows connections again should a
         # kill interrupt the switch
         self.guard = guarded(self.root)

@@ -80,6 +80,9 @@ class Rollback(RootScript):
         if self.parts.get('evolve-copy') and \
                 self.buildout[self.parts['evolve-copy']].get('zeo-address'):
             needed.append('ZEO')
+        if any(self.buildout[part].get('storage') == 'relstorage'
+               for part in self.parts.values()):
+            needed += ['RelStorage', 'psycopg2-binary']
         return needed
 
     def arguments(self):

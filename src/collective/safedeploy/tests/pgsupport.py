@@ -116,23 +116,35 @@ def start_cluster(test):
     return cluster
 
 
-def open_db(dsn, blob_dir, keep_history=False, create=False):
+def open_db(dsn, blob_dir, keep_history=False, create=False, shared=False):
     """A ZODB.DB over RelStorage on ``dsn`` (blobs in the database,
-    ``blob_dir`` their cache)."""
+    ``blob_dir`` their cache; with ``shared``, blobs in the shared
+    directory ``blob_dir``)."""
     import ZODB
     import ZODB.config
     return ZODB.DB(ZODB.config.storageFromString(
         '%%import relstorage\n<relstorage>\n keep-history %s\n'
-        ' create-schema %s\n blob-dir %s\n shared-blob-dir false\n'
+        ' create-schema %s\n blob-dir %s\n shared-blob-dir %s\n'
         ' <postgresql>\n  dsn %s\n </postgresql>\n</relstorage>\n' % (
             'true' if keep_history else 'false',
-            'true' if create else 'false', blob_dir, dsn)))
+            'true' if create else 'false', blob_dir,
+            'true' if shared else 'false', dsn)))
 
 
-def writer(dsn, blob_dir, keep_history):
+def blob(data):
+    from ZODB.blob import Blob
+    b = Blob()
+    with b.open('w') as f:
+        f.write(data)
+    return b
+
+
+def writer(dsn, blob_dir, keep_history, shared='false'):
     """Commit ``root['writes'][i] = i`` for i = 0, 1, ... until standard
     input closes; print each i once its commit returned (acknowledged).
-    A failed commit is retried with the same i (never acknowledged)."""
+    A failed commit is retried with the same i (never acknowledged).
+    With ``shared`` (blobs in the shared directory ``blob_dir``) each
+    write is a blob holding ``b'write <i>'``."""
     import sys
     import threading
     import time
@@ -145,11 +157,13 @@ def writer(dsn, blob_dir, keep_history):
     while not stop.is_set():
         try:
             if db is None:
-                db = open_db(dsn, blob_dir, keep_history == 'true')
+                db = open_db(dsn, blob_dir, keep_history == 'true',
+                             shared=shared == 'true')
             tm = transaction.TransactionManager()
             conn = db.open(transaction_manager=tm)
             try:
-                conn.root()['writes'][i] = i
+                conn.root()['writes'][i] = blob(
+                    b'write %d' % i) if shared == 'true' else i
                 tm.commit()
             finally:
                 tm.abort()
