@@ -44,6 +44,10 @@ SCHEMA = options.Schema([
                    'releases to keep'),
     options.Option('shared', '', options.words),
     options.Option('exclude-parts', '', options.words),
+    options.Option('through-current', '', options.words,
+                   'parts whose generated configuration names the release '
+                   'through current (besides every collective.recipe.'
+                   'supervisor part)'),
     options.Option('after-flip', '', _after_flip),
     options.Option('health-check', '', _health_check),
     options.Option('health-timeout', '30', options.number(0, 86400)),
@@ -104,6 +108,7 @@ class Settings:
         self.allow_dirty = o['allow-dirty']
         self.flip = o['flip']
         self.exclude_parts = o['exclude-parts']
+        self.through_current = o['through-current']
         self.shared = [self._shared(entry) for entry in o['shared']]
         self.tag = validate_name(o['tag']) if o['tag'] else None
         self._check_layout()
