@@ -29,6 +29,7 @@ import zc.buildout
 import zc.buildout.easy_install
 
 from . import distributions
+from . import excluded as excluded_parts
 from . import lifecycle
 from . import pairing
 from . import settings as configuration
@@ -43,7 +44,7 @@ logger = logging.getLogger('collective.safedeploy')
 
 NAME = 'collective.safedeploy'
 # set for the buildout run that installs exclude-parts outside releases
-PHASE = 'SAFEDEPLOY_PHASE'
+PHASE = excluded_parts.PHASE
 
 
 class SafeDeployUserError(zc.buildout.UserError):
@@ -74,6 +75,8 @@ class Run:
         self.original = {}
         self.reported = False
         self.read_early = []
+        self.recorded = {}      # excluded part: its installed options
+        self.updated = []       # excluded parts this build updated
 
     # -- load: check everything, then stage ------------------------------
 
@@ -145,12 +148,26 @@ class Run:
         b['installed'] = os.path.join(path, '.installed.cfg')
         parts = self.original['parts'].split()
         excluded = self.settings.exclude_parts
+        # an excluded part is read as it is installed (the site's
+        # installed-parts file) and never installed into the release;
+        # [buildout] parts still names it, for recipes that look for it
+        self.root_installed = os.path.join(
+            b['directory'], self.original['installed'] or '.installed.cfg')
         for part in excluded:
-            # referenced by a release part: buildout would install it into
-            # the release; there it is a placeholder that installs nothing
-            self.buildout._raw[part]['recipe'] = NAME + ':excluded'
+            self.recorded[part] = excluded_parts.installed_options(
+                self.root_installed, part)
+        self.buildout.Options = excluded_parts.options_class(
+            type(self.buildout).Options, self.buildout, self.recorded)
+        self.forget_excluded()
         self.configured_parts = [p for p in parts if p not in excluded]
-        b['parts'] = ' '.join(self.configured_parts)
+
+    def forget_excluded(self):
+        """Sections of excluded parts read so far are read again (as
+        installed) when next asked for."""
+        for part in self.settings.exclude_parts:
+            self.buildout._data.pop(part, None)
+            while part in self.buildout._parts:
+                self.buildout._parts.remove(part)
 
     def check_recipes(self):
         """Our recipes check their options when their part is read: read
@@ -174,6 +191,51 @@ class Run:
             self.lock = locking.acquire(gens.lock_path)
         lifecycle.stage(s)
         ensure_download_cache(self.buildout)
+        if s.exclude_parts:
+            self.install_excluded()
+
+    def install_excluded(self):
+        """Install the excluded parts never installed, and update those
+        the operator named in update-excluded-parts (what they had
+        installed is kept in the release first); say which configured
+        changes are not applied."""
+        s = self.settings
+        gens = s.releases()
+        first = [p for p in s.exclude_parts if self.recorded[p] is None]
+        update = [p for p in s.update_excluded_parts if p not in first]
+        for part in s.exclude_parts:
+            if part in first or part in update:
+                continue
+            last = excluded_parts.last_configured(gens, part)
+            if last is not None and last != excluded_parts.configured(
+                    self.buildout, part):
+                logger.warning(
+                    'the configuration of the excluded part %s changed; '
+                    'release %s uses it as installed (bin/buildout '
+                    'safedeploy:update-excluded-parts=%s updates it)',
+                    part, s.tag, part)
+        if not first and not update:
+            return
+        configured = {p: excluded_parts.configured(self.buildout, p)
+                      for p in first + update}
+        if update:
+            excluded_parts.save(self.path, s.buildout_directory,
+                                self.root_installed, update)
+            self.updated = update
+            gens.journal.append('excluded-updated', name=s.tag,
+                                parts=update, configured={
+                                    p: configured[p] for p in update})
+        excluded_parts.install_parts(
+            s, first + update, buildout_command()[0],
+            self.buildout['buildout'].get('download-cache'))
+        if first:
+            gens.journal.append('excluded-installed', name=s.tag,
+                                parts=first, configured={
+                                    p: configured[p] for p in first})
+        for part in first + update:
+            self.recorded[part] = excluded_parts.installed_options(
+                self.root_installed, part)
+        self.forget_excluded()
 
     def freeze_develop(self):
         """Just before buildout builds the develop eggs -- after every
@@ -193,15 +255,16 @@ class Run:
         parts = lifecycle.verify(s, self.path, self.configured_parts)
         point_through_current(s, self.buildout, self.path,
                               self.configured_parts)
-        if s.exclude_parts:
-            install_shared_parts(
-                s, self.buildout['buildout'].get('download-cache'))
         dists = self.recorder.distributions() if self.recorder else []
         raw = {k: dict(v) for k, v in self.buildout._raw.items()}
         manifest = lifecycle.describe(s, self.path, raw, dists, parts, extra={
             'root-bin-directory': self.original['bin-directory'],
             'root-scripts': sorted(getattr(
                 self.buildout, '_safedeploy_root_scripts', ())),
+            'excluded': {'parts': list(s.exclude_parts),
+                         'updated': list(self.updated),
+                         'installed-file': getattr(self, 'root_installed',
+                                                   None)},
         })
         if s.index != 'off':
             # before the release is complete: a required index that cannot
@@ -247,11 +310,29 @@ class Run:
                     what, s.tag, gens.current_name()))
             sys.stderr.flush()
             return
+        unpublished = False
         try:
             if gens.entry(s.tag) == 'staging':
+                unpublished = True
                 gens.mark_failed(s.tag, self.failure or 'the run failed')
         except Exception as e:  # e.g. the disk is full: the next run will
             logger.error('could not mark release %s failed: %s', s.tag, e)
+        if self.updated and unpublished:
+            # the update belonged to this release, which will not be
+            # current: the excluded parts go back as they were
+            try:
+                done = excluded_parts.restore(
+                    self.path, s.buildout_directory, self.root_installed,
+                    self.updated)
+                gens.journal.append('excluded-restored', name=s.tag,
+                                    parts=done, to=gens.current_name())
+                logger.info('excluded parts %s put back as they were',
+                            ', '.join(done))
+            except Exception as e:
+                logger.error('could not put back the excluded parts %s: %s '
+                             '(they were kept in %s)', ', '.join(
+                                 self.updated), e, os.path.join(
+                                     self.path, excluded_parts.SAVED))
         if where is None:
             try:
                 current = gens.current_name()
@@ -584,24 +665,6 @@ def installed_files(installed_file):
         section, '__buildout_installed__').splitlines() if line.strip()]
         for section in parser.sections()
         if parser.has_option(section, '__buildout_installed__')}
-
-
-# -- exclude-parts: installed once, outside the releases ----------------
-
-def install_shared_parts(settings, download_cache=None):
-    parts = settings.exclude_parts
-    logger.info('Installing %s outside the releases.', ', '.join(parts))
-    args = [sys.executable, sys.argv[0]] + buildout_command()[0] + [
-        'buildout:parts=%s' % ' '.join(parts)]
-    if download_cache:      # the same one, also when we gave it
-        args.append('buildout:download-cache=%s' % download_cache)
-    env = dict(os.environ, **{PHASE: 'shared-parts'})
-    p = commands.run(args, cwd=settings.buildout_directory, env=env,
-                     output=commands.SHOW, check=False)
-    if p.returncode:
-        raise Refused(
-            'installing the excluded parts %s failed (see above); fix them '
-            'and run bin/buildout again' % ', '.join(parts))
 
 
 # -- hooks into the other features ----------------------------------------
