@@ -17,7 +17,8 @@ the buildout's own ``bin`` and ``parts`` by a bin/buildout run of its own
 - Before an update, what the part installed and its recorded options are
   kept in the release that updates it (``releases/<tag>/excluded/<part>``).
   When that release does not become current (its build fails, its health
-  gate fails) or current is rolled back past it, they are put back.
+  gate fails) or current is rolled back past it, they are put back; after
+  a build killed half-way, the next build puts them back (``recover``).
 
 The releases journal records each: ``excluded-installed``,
 ``excluded-updated``, ``excluded-restored`` (``name``: the release,
@@ -246,6 +247,29 @@ def updated_by(gens, tag):
     info = manifest.get('excluded') or {}
     return (info.get('updated') or [], info.get('installed-file'),
             manifest.get('buildout-directory'))
+
+
+def recover(gens, buildout_directory, installed_file):
+    """A build killed after it updated excluded parts never put them
+    back: do it now (under the lock, before anything is staged), from what
+    it kept in its release directory.  Returns the parts put back."""
+    last = {}
+    for entry in gens.journal.entries(strict=False):
+        if entry.get('event') in ('excluded-updated', 'excluded-restored'):
+            last[entry.get('name')] = entry
+    restored = []
+    for tag, entry in last.items():
+        if entry['event'] != 'excluded-updated' or \
+                gens.entry(tag) != 'staging':
+            continue
+        done = restore(gens.path(tag), buildout_directory, installed_file,
+                       entry.get('parts') or ())
+        gens.journal.append('excluded-restored', name=tag, parts=done,
+                            to=gens.current_name(), reason='killed')
+        logger.info('excluded parts %s put back as they were before the '
+                    'killed build of release %s', ', '.join(done), tag)
+        restored.extend(done)
+    return restored
 
 
 def restore_leaving(gens, left, target):

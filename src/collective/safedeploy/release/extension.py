@@ -189,6 +189,14 @@ class Run:
             self.lock = None  # our parent holds it and waits for us
         else:
             self.lock = locking.acquire(gens.lock_path)
+        if s.exclude_parts:
+            # before the directory of a killed build is staged anew
+            if excluded_parts.recover(gens, s.buildout_directory,
+                                      self.root_installed):
+                for part in s.exclude_parts:
+                    self.recorded[part] = excluded_parts.installed_options(
+                        self.root_installed, part)
+                self.forget_excluded()
         lifecycle.stage(s)
         ensure_download_cache(self.buildout)
         if s.exclude_parts:

@@ -5,6 +5,9 @@ The excluded part's recipe computes an option (``conf``, under the parts
 directory it is installed in); a release part refers to it.
 """
 import os
+import signal
+import subprocess
+import time
 import unittest
 
 from collective.safedeploy.release import excluded
@@ -52,6 +55,10 @@ content = ${{server:conf}} ${{server:address}}
 
 [boom]
 recipe = testrecipes:fail
+
+[slow]
+recipe = testrecipes:sleep
+seconds = 60
 
 [rollback]
 recipe = collective.safedeploy:rollback
@@ -166,6 +173,43 @@ class ExcludedPartTests(unittest.TestCase):
             ('excluded-updated', '1.4', ['server']),
             ('excluded-restored', '1.4', ['server']),
         ])
+
+    def test_a_killed_build_that_updated_it_is_put_back_by_the_next(self):
+        self.configure('one')
+        self.build('1.0')
+        self.configure('two')
+        env = dict(os.environ, HOME='/nonexistent',
+                   PIP_NO_BUILD_ISOLATION='0')
+        env.pop('PYTHONPATH', None)
+        p = subprocess.Popen(
+            [support.BUILDOUT, 'safedeploy:tag=1.1',
+             'safedeploy:update-excluded-parts=server',
+             'buildout:parts=server client slow rollback'],
+            cwd=self.sample.directory, env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if self.served() == 'address two\n':
+                        break
+                except FileNotFoundError:
+                    pass        # being reinstalled
+                self.assertLess(time.monotonic(), deadline)
+                self.assertIsNone(p.poll())
+                time.sleep(0.2)
+            time.sleep(1)       # into the slow part
+        finally:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        self.assertEqual(self.served(), 'address two\n')
+        r = self.build('1.2')
+        self.assertIn('excluded parts server put back as they were before '
+                      'the killed build of release 1.1', r.output)
+        self.assertEqual(self.served(), 'address one\n')
+        self.assertEqual(self.installed_address(), 'one')
+        self.assertEqual(self.client('1.2'), '%s one' % self.sample.path(
+            'parts', 'server', 'server.conf'))
 
 
 def support_journal(sample):
