@@ -180,6 +180,13 @@ class ProcessesFollowCurrentTests(unittest.TestCase):
                       self.sample.read('releases', '1.0', 'bin',
                                        'supervisord'))
 
+        r = support.run([self.sample.path('bin', 'restart'), '--dry-run'],
+                        cwd=self.sample.directory)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn('would restart %s/bin/appctl: stop, then start '
+                      '(release 1.0)' % current, r.output)
+        self.assertEqual(self.running('zd'), zd10)     # nothing was done
+
         self.release('1.1')
         zd11 = self.wait_for('zd', '1.1', not_pid=zd10[1])
         sv11 = self.wait_for('sv', '1.1', not_pid=sv10[1])
@@ -196,3 +203,28 @@ class ProcessesFollowCurrentTests(unittest.TestCase):
         self.assertEqual(support.current_tag(self.sample.directory), '1.0')
         self.wait_for('zd', '1.0', not_pid=zd11[1])
         self.wait_for('sv', '1.0', not_pid=sv11[1])
+
+
+class RestartMistakesTests(unittest.TestCase):
+
+    def test_a_restart_part_that_restarts_nothing_is_refused(self):
+        sample = support.SampleBuildout()
+        self.addCleanup(sample.cleanup)
+        sample.write_config('''\
+            extensions = collective.safedeploy
+            parts = restart
+
+            [safedeploy]
+            index = off
+
+            [restart]
+            recipe = collective.safedeploy:restart
+            ''')
+        r = sample.buildout('safedeploy:tag=1.0', timeout=300)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertNotIn('Traceback', r.output)
+        self.assertIn('Error: [restart] zdaemon and [restart] supervisorctl '
+                      'are both empty: bin/restart would restart nothing; '
+                      'name the zdaemon scripts or the supervisorctl',
+                      r.output)
+        self.assertIsNone(support.current_tag(sample.directory))
