@@ -39,8 +39,10 @@ from ..core.errors import Refused
 logger = logging.getLogger('collective.safedeploy')
 
 POLL_INTERVAL = 0.5
-# zdctl status: 3 = "daemon manager not running"
+# zdctl status exits 3 and says so when no daemon manager runs
+# (plone.recipe.zope2instance's bin/instance only says so: it exits 0)
 ZDAEMON_NOT_RUNNING = 3
+NOT_RUNNING = 'daemon manager not running'
 
 
 def parser(prog='restart'):
@@ -53,9 +55,12 @@ def parser(prog='restart'):
 
 
 def _status(ctl, timeout):
+    """(whether a daemon manager runs, what status said)."""
     p = commands.run([ctl, 'status'], output=commands.CAPTURE, check=False,
                      timeout=timeout)
-    return p.returncode, (p.stdout or '').strip()
+    said = (p.stdout or '').strip()
+    gone = p.returncode == ZDAEMON_NOT_RUNNING or NOT_RUNNING in said
+    return not gone, said
 
 
 def restart_zdaemon(ctl, timeout):
@@ -67,15 +72,15 @@ def restart_zdaemon(ctl, timeout):
         raise Refused('%s does not exist: the current release has no %s '
                       'script; fix the zdaemon option of the restart part'
                       % (ctl, name))
-    code, said = _status(ctl, timeout)
-    if code != ZDAEMON_NOT_RUNNING:
+    up, said = _status(ctl, timeout)
+    if up:
         logger.info('restart: %s stop', name)
         commands.run([ctl, 'stop'], what='%s stop' % name, timeout=timeout,
                      output=commands.CAPTURE)
         deadline = time.monotonic() + timeout
         while True:
-            code, said = _status(ctl, timeout)
-            if code == ZDAEMON_NOT_RUNNING:
+            up, said = _status(ctl, timeout)
+            if not up:
                 break
             if time.monotonic() > deadline:
                 raise CommandFailed(
@@ -87,10 +92,10 @@ def restart_zdaemon(ctl, timeout):
     logger.info('restart: %s start', name)
     commands.run([ctl, 'start'], what='%s start' % name, timeout=timeout + 5,
                  output=commands.CAPTURE)
-    code, said = _status(ctl, timeout)
-    if code != 0 or 'program running' not in said:
+    up, said = _status(ctl, timeout)
+    if not up or 'program running' not in said:
         raise CommandFailed('%s start: the program is not running (%s)' % (
-            name, said.splitlines()[-1] if said else 'exit code %s' % code))
+            name, said.splitlines()[-1] if said else 'no answer'))
     logger.info('restart: %s: %s', name, said.splitlines()[-1])
 
 
