@@ -98,6 +98,7 @@ setup(
         'zc.buildout': [
             'rollback = collective.safedeploy.recipes.rollback:Rollback',
             'excluded = collective.safedeploy.recipes.excluded:Excluded',
+            'restart = collective.safedeploy.recipes.restart:Restart',
             'snapshot = collective.safedeploy.recipes.snapshot:Snapshot',
             'evolve-copy = collective.safedeploy.recipes.evolve:EvolveCopy',
             'index = collective.safedeploy.recipes.index:Recipe',

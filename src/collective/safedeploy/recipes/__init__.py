@@ -6,5 +6,6 @@ function (:mod:`.base`):
 - :mod:`.evolve` -- ``collective.safedeploy:evolve-copy``
   (bin/evolve-copy);
 - :mod:`.index` -- ``collective.safedeploy:index`` (bin/index);
-- :mod:`.excluded` -- what a part in ``exclude-parts`` is inside a release.
+- :mod:`.excluded` -- what a part in ``exclude-parts`` is inside a release;
+- :mod:`.restart` -- ``collective.safedeploy:restart`` (bin/restart).
 """

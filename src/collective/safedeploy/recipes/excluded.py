@@ -1,6 +1,8 @@
 """Stands in, inside a release, for a part listed in
-``safedeploy:exclude-parts``: the real part is installed once, outside
-the releases, so a release installs nothing for it."""
+``safedeploy:exclude-parts``: the real part is installed outside the
+releases (:mod:`collective.safedeploy.release.excluded`), its section
+holds the options it is installed with, and a release installs nothing
+for it."""
 
 
 class Excluded:

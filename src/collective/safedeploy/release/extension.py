@@ -35,6 +35,7 @@ import zc.buildout
 import zc.buildout.easy_install
 
 from . import distributions
+from . import excluded as excluded_parts
 from . import lifecycle
 from . import pairing
 from . import settings as configuration
@@ -49,7 +50,7 @@ logger = logging.getLogger('collective.safedeploy')
 
 NAME = 'collective.safedeploy'
 # set for the buildout run that installs exclude-parts outside releases
-PHASE = 'SAFEDEPLOY_PHASE'
+PHASE = excluded_parts.PHASE
 
 
 class SafeDeployUserError(zc.buildout.UserError):
@@ -80,6 +81,8 @@ class Run:
         self.original = {}
         self.reported = False
         self.read_early = []
+        self.recorded = {}      # excluded part: its installed options
+        self.updated = []       # excluded parts this build updated
 
     # -- load: check everything, then stage ------------------------------
 
@@ -99,6 +102,14 @@ class Run:
             raise ConfigurationError(
                 'safedeploy:exclude-parts names %s, which is not a section; '
                 'fix the part name' % ', '.join(unknown))
+        unknown = [p for p in s.through_current
+                   if not configuration.has_section(self.buildout, p)
+                   or p in s.exclude_parts]
+        if unknown:
+            raise ConfigurationError(
+                'safedeploy:through-current names %s, which is not a part '
+                'built into the releases; fix the part name' %
+                ', '.join(unknown))
         if s.snapshot_before_flip:
             part = s.snapshot_before_flip
             if not configuration.has_section(self.buildout, part):
@@ -143,12 +154,26 @@ class Run:
         b['installed'] = os.path.join(path, '.installed.cfg')
         parts = self.original['parts'].split()
         excluded = self.settings.exclude_parts
+        # an excluded part is read as it is installed (the site's
+        # installed-parts file) and never installed into the release;
+        # [buildout] parts still names it, for recipes that look for it
+        self.root_installed = os.path.join(
+            b['directory'], self.original['installed'] or '.installed.cfg')
         for part in excluded:
-            # referenced by a release part: buildout would install it into
-            # the release; there it is a placeholder that installs nothing
-            self.buildout._raw[part]['recipe'] = NAME + ':excluded'
+            self.recorded[part] = excluded_parts.installed_options(
+                self.root_installed, part)
+        self.buildout.Options = excluded_parts.options_class(
+            type(self.buildout).Options, self.buildout, self.recorded)
+        self.forget_excluded()
         self.configured_parts = [p for p in parts if p not in excluded]
-        b['parts'] = ' '.join(self.configured_parts)
+
+    def forget_excluded(self):
+        """Sections of excluded parts read so far are read again (as
+        installed) when next asked for."""
+        for part in self.settings.exclude_parts:
+            self.buildout._data.pop(part, None)
+            while part in self.buildout._parts:
+                self.buildout._parts.remove(part)
 
     def check_recipes(self):
         """Our recipes check their options when their part is read: read
@@ -170,8 +195,61 @@ class Run:
             self.lock = None  # our parent holds it and waits for us
         else:
             self.lock = locking.acquire(gens.lock_path)
+        if s.exclude_parts:
+            # before the directory of a killed build is staged anew
+            if excluded_parts.recover(gens, s.buildout_directory,
+                                      self.root_installed):
+                for part in s.exclude_parts:
+                    self.recorded[part] = excluded_parts.installed_options(
+                        self.root_installed, part)
+                self.forget_excluded()
         lifecycle.stage(s)
         ensure_download_cache(self.buildout)
+        if s.exclude_parts:
+            self.install_excluded()
+
+    def install_excluded(self):
+        """Install the excluded parts never installed, and update those
+        the operator named in update-excluded-parts (what they had
+        installed is kept in the release first); say which configured
+        changes are not applied."""
+        s = self.settings
+        gens = s.releases()
+        first = [p for p in s.exclude_parts if self.recorded[p] is None]
+        update = [p for p in s.update_excluded_parts if p not in first]
+        for part in s.exclude_parts:
+            if part in first or part in update:
+                continue
+            last = excluded_parts.last_configured(gens, part)
+            if last is not None and last != excluded_parts.configured(
+                    self.buildout, part):
+                logger.warning(
+                    'the configuration of the excluded part %s changed; '
+                    'release %s uses it as installed (bin/buildout '
+                    'safedeploy:update-excluded-parts=%s updates it)',
+                    part, s.tag, part)
+        if not first and not update:
+            return
+        configured = {p: excluded_parts.configured(self.buildout, p)
+                      for p in first + update}
+        if update:
+            excluded_parts.save(self.path, s.buildout_directory,
+                                self.root_installed, update)
+            self.updated = update
+            gens.journal.append('excluded-updated', name=s.tag,
+                                parts=update, configured={
+                                    p: configured[p] for p in update})
+        excluded_parts.install_parts(
+            s, first + update, buildout_command()[0],
+            self.buildout['buildout'].get('download-cache'))
+        if first:
+            gens.journal.append('excluded-installed', name=s.tag,
+                                parts=first, configured={
+                                    p: configured[p] for p in first})
+        for part in first + update:
+            self.recorded[part] = excluded_parts.installed_options(
+                self.root_installed, part)
+        self.forget_excluded()
 
     def freeze_develop(self):
         """Just before buildout builds the develop eggs -- after every
@@ -189,15 +267,18 @@ class Run:
         s = self.settings
         gens = s.releases()
         parts = lifecycle.verify(s, self.path, self.configured_parts)
-        if s.exclude_parts:
-            install_shared_parts(
-                s, self.buildout['buildout'].get('download-cache'))
+        point_through_current(s, self.buildout, self.path,
+                              self.configured_parts)
         dists = self.recorder.distributions() if self.recorder else []
         raw = {k: dict(v) for k, v in self.buildout._raw.items()}
         manifest = lifecycle.describe(s, self.path, raw, dists, parts, extra={
             'root-bin-directory': self.original['bin-directory'],
             'root-scripts': sorted(getattr(
                 self.buildout, '_safedeploy_root_scripts', ())),
+            'excluded': {'parts': list(s.exclude_parts),
+                         'updated': list(self.updated),
+                         'installed-file': getattr(self, 'root_installed',
+                                                   None)},
         })
         if s.index != 'off':
             # before the release is complete: a required index that cannot
@@ -243,11 +324,29 @@ class Run:
                     what, s.tag, gens.current_name()))
             sys.stderr.flush()
             return
+        unpublished = False
         try:
             if gens.entry(s.tag) == 'staging':
+                unpublished = True
                 gens.mark_failed(s.tag, self.failure or 'the run failed')
         except Exception as e:  # e.g. the disk is full: the next run will
             logger.error('could not mark release %s failed: %s', s.tag, e)
+        if self.updated and unpublished:
+            # the update belonged to this release, which will not be
+            # current: the excluded parts go back as they were
+            try:
+                done = excluded_parts.restore(
+                    self.path, s.buildout_directory, self.root_installed,
+                    self.updated)
+                gens.journal.append('excluded-restored', name=s.tag,
+                                    parts=done, to=gens.current_name())
+                logger.info('excluded parts %s put back as they were',
+                            ', '.join(done))
+            except Exception as e:
+                logger.error('could not put back the excluded parts %s: %s '
+                             '(they were kept in %s)', ', '.join(
+                                 self.updated), e, os.path.join(
+                                     self.path, excluded_parts.SAVED))
         if where is None:
             try:
                 current = gens.current_name()
@@ -493,22 +592,93 @@ def unload(buildout):
             run.lock = None
 
 
-# -- exclude-parts: installed once, outside the releases ----------------
+# -- through-current: process configuration that follows `current` -------
 
-def install_shared_parts(settings, download_cache=None):
-    parts = settings.exclude_parts
-    logger.info('Installing %s outside the releases.', ', '.join(parts))
-    args = [sys.executable, sys.argv[0]] + buildout_command()[0] + [
-        'buildout:parts=%s' % ' '.join(parts)]
-    if download_cache:      # the same one, also when we gave it
-        args.append('buildout:download-cache=%s' % download_cache)
-    env = dict(os.environ, **{PHASE: 'shared-parts'})
-    p = commands.run(args, cwd=settings.buildout_directory, env=env,
-                     output=commands.SHOW, check=False)
-    if p.returncode:
-        raise Refused(
-            'installing the excluded parts %s failed (see above); fix them '
-            'and run bin/buildout again' % ', '.join(parts))
+SUPERVISOR_RECIPES = ('collective.recipe.supervisor',)
+# the option naming the file a recipe generates, per kind of part
+GENERATED_FILE_OPTIONS = ('supervisord-conf', 'output')
+
+
+def through_current_parts(settings, buildout, parts):
+    """The parts whose configuration is rewritten: every
+    collective.recipe.supervisor part, and those in through-current."""
+    found = []
+    for part in parts:
+        recipe = buildout._raw.get(part, {}).get('recipe', '')
+        if recipe.split(':')[0].strip().lower() in SUPERVISOR_RECIPES or \
+                part in settings.through_current:
+            found.append(part)
+    return found
+
+
+def point_through_current(settings, buildout, release_path, parts):
+    """A process manager started from one release runs its programs
+    long after that release stopped being current: in the configuration a
+    supervisor part generated into the release, every path into the
+    release (``releases/<tag>/bin/instance``) becomes the same path
+    through ``current`` (``current/bin/instance``), and the part's own
+    scripts (bin/supervisord, bin/supervisorctl) load that configuration
+    through ``current`` too -- so after a flip, ``supervisorctl reread``,
+    ``update`` and ``restart`` run the release that is current, and
+    pruning the release supervisord was started from takes nothing from
+    under it.  Only files inside the release are rewritten."""
+    from ..core import fsutil
+    current = settings.current
+    prefix = release_path.rstrip(os.sep) + os.sep
+    installed = installed_files(os.path.join(release_path, '.installed.cfg'))
+    for part in through_current_parts(settings, buildout, parts):
+        options = buildout[part]
+        configs = [options[o] for o in GENERATED_FILE_OPTIONS
+                   if options.get(o)]
+        if not configs:
+            raise ConfigurationError(
+                'safedeploy:through-current names %s, which has none of the '
+                'options %s naming the file it generates; remove it from '
+                'through-current' % (part, ', '.join(GENERATED_FILE_OPTIONS)))
+        renamed = {c: os.path.join(current, c[len(prefix):])
+                   for c in configs if c.startswith(prefix)}
+        for path in configs:
+            if not path.startswith(prefix):
+                logger.warning(
+                    '[%s] writes %s outside the release: it is not rewritten '
+                    'through current', part, path)
+        files = set(configs) | set(installed.get(part, ()))
+        for path in sorted(files):
+            if not path.startswith(prefix) or not os.path.isfile(path) or \
+                    os.path.islink(path):
+                continue
+            try:
+                with open(path, encoding='utf-8') as f:
+                    text = f.read()
+            except (UnicodeDecodeError, ValueError):
+                continue            # not a text file
+            if path in configs:
+                new = text.replace(prefix, current.rstrip(os.sep) + os.sep)
+            else:                   # a script: only where it finds its
+                new = text          # configuration
+                for old, through in renamed.items():
+                    new = new.replace(old, through)
+            if new != text:
+                fsutil.atomic_write(path, new,
+                                    mode=os.stat(path).st_mode & 0o7777)
+                logger.info('through-current: %s names the release through '
+                            '%s', os.path.relpath(path, release_path),
+                            current)
+
+
+def installed_files(installed_file):
+    """{part: [paths it installed]} from an installed-parts file."""
+    import configparser
+    parser = configparser.RawConfigParser(interpolation=None)
+    parser.optionxform = str
+    try:
+        parser.read(installed_file)
+    except (configparser.Error, OSError):
+        return {}
+    return {section: [line.strip() for line in parser.get(
+        section, '__buildout_installed__').splitlines() if line.strip()]
+        for section in parser.sections()
+        if parser.has_option(section, '__buildout_installed__')}
 
 
 # -- hooks into the other features ----------------------------------------

@@ -24,6 +24,7 @@ import os
 import shutil
 import socket
 
+from . import excluded
 from . import hooks
 from ..core import cli
 from ..core import commands
@@ -263,6 +264,8 @@ def flip(gens, tag, hook_settings, buildout_directory, via='publish',
     found unhealthy) and is raised again.
     """
     previous = gens.flip(tag, via=via, **fields)
+    if via != 'publish' and previous:
+        excluded.restore_leaving(gens, previous, tag)
     install_root_scripts(gens, tag)
     logger.info('flip: current -> %s (was %s)', tag, previous or 'nothing')
     try:
@@ -312,6 +315,7 @@ def flip_back(gens, tag, previous, hook_settings, buildout_directory, why):
     returns the words saying where it points now."""
     if previous:
         gens.flip(previous, via='flip-back', reason=why, left=tag)
+        excluded.restore_leaving(gens, tag, previous)
         install_root_scripts(gens, previous)
         if why == 'interrupted':
             gens.journal.append('rolled-back', name=tag, to=previous,

@@ -44,6 +44,13 @@ SCHEMA = options.Schema([
                    'releases to keep'),
     options.Option('shared', '', options.words),
     options.Option('exclude-parts', '', options.words),
+    options.Option('update-excluded-parts', '', options.words,
+                   'excluded parts a release build updates (on the command '
+                   'line: bin/buildout safedeploy:update-excluded-parts=zeo)'),
+    options.Option('through-current', '', options.words,
+                   'parts whose generated configuration names the release '
+                   'through current (besides every collective.recipe.'
+                   'supervisor part)'),
     options.Option('after-flip', '', _after_flip),
     options.Option('health-check', '', _health_check),
     options.Option('health-timeout', '30', options.number(0, 86400)),
@@ -104,6 +111,14 @@ class Settings:
         self.allow_dirty = o['allow-dirty']
         self.flip = o['flip']
         self.exclude_parts = o['exclude-parts']
+        self.through_current = o['through-current']
+        self.update_excluded_parts = o['update-excluded-parts']
+        stray = [p for p in self.update_excluded_parts
+                 if p not in self.exclude_parts]
+        if stray:
+            raise ConfigurationError(
+                'safedeploy:update-excluded-parts names %s, which is not in '
+                'exclude-parts; name excluded parts only' % ', '.join(stray))
         self.shared = [self._shared(entry) for entry in o['shared']]
         self.tag = validate_name(o['tag']) if o['tag'] else None
         self._check_layout()

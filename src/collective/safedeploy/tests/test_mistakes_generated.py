@@ -111,6 +111,7 @@ class GeneratedMistakes(unittest.TestCase):
         'index', 'shared', 'releases-directory', 'current',
         'indexes-directory', 'pool-directory', 'exclude-parts',
         'snapshot-before-flip', 'index-fetch', 'allow-dirty', 'tag',
+        'update-excluded-parts', 'through-current',
         'kep', 'healthcheck']), VALUES)
     def test_safedeploy_options(self, option, value):
         """A build with one generated [safedeploy] value either refuses
