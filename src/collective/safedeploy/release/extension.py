@@ -39,6 +39,7 @@ from . import excluded as excluded_parts
 from . import lifecycle
 from . import pairing
 from . import settings as configuration
+from . import through_current
 from ..core import cli
 from ..core import commands
 from ..core import lock as locking
@@ -267,8 +268,8 @@ class Run:
         s = self.settings
         gens = s.releases()
         parts = lifecycle.verify(s, self.path, self.configured_parts)
-        point_through_current(s, self.buildout, self.path,
-                              self.configured_parts)
+        through_current.rewrite(s, self.buildout, self.path,
+                                self.configured_parts)
         dists = self.recorder.distributions() if self.recorder else []
         raw = {k: dict(v) for k, v in self.buildout._raw.items()}
         manifest = lifecycle.describe(s, self.path, raw, dists, parts, extra={
@@ -590,95 +591,6 @@ def unload(buildout):
         if run.lock is not None:
             run.lock.close()
             run.lock = None
-
-
-# -- through-current: process configuration that follows `current` -------
-
-SUPERVISOR_RECIPES = ('collective.recipe.supervisor',)
-# the option naming the file a recipe generates, per kind of part
-GENERATED_FILE_OPTIONS = ('supervisord-conf', 'output')
-
-
-def through_current_parts(settings, buildout, parts):
-    """The parts whose configuration is rewritten: every
-    collective.recipe.supervisor part, and those in through-current."""
-    found = []
-    for part in parts:
-        recipe = buildout._raw.get(part, {}).get('recipe', '')
-        if recipe.split(':')[0].strip().lower() in SUPERVISOR_RECIPES or \
-                part in settings.through_current:
-            found.append(part)
-    return found
-
-
-def point_through_current(settings, buildout, release_path, parts):
-    """A process manager started from one release runs its programs
-    long after that release stopped being current: in the configuration a
-    supervisor part generated into the release, every path into the
-    release (``releases/<tag>/bin/instance``) becomes the same path
-    through ``current`` (``current/bin/instance``), and the part's own
-    scripts (bin/supervisord, bin/supervisorctl) load that configuration
-    through ``current`` too -- so after a flip, ``supervisorctl reread``,
-    ``update`` and ``restart`` run the release that is current, and
-    pruning the release supervisord was started from takes nothing from
-    under it.  Only files inside the release are rewritten."""
-    from ..core import fsutil
-    current = settings.current
-    prefix = release_path.rstrip(os.sep) + os.sep
-    installed = installed_files(os.path.join(release_path, '.installed.cfg'))
-    for part in through_current_parts(settings, buildout, parts):
-        options = buildout[part]
-        configs = [options[o] for o in GENERATED_FILE_OPTIONS
-                   if options.get(o)]
-        if not configs:
-            raise ConfigurationError(
-                'safedeploy:through-current names %s, which has none of the '
-                'options %s naming the file it generates; remove it from '
-                'through-current' % (part, ', '.join(GENERATED_FILE_OPTIONS)))
-        renamed = {c: os.path.join(current, c[len(prefix):])
-                   for c in configs if c.startswith(prefix)}
-        for path in configs:
-            if not path.startswith(prefix):
-                logger.warning(
-                    '[%s] writes %s outside the release: it is not rewritten '
-                    'through current', part, path)
-        files = set(configs) | set(installed.get(part, ()))
-        for path in sorted(files):
-            if not path.startswith(prefix) or not os.path.isfile(path) or \
-                    os.path.islink(path):
-                continue
-            try:
-                with open(path, encoding='utf-8') as f:
-                    text = f.read()
-            except (UnicodeDecodeError, ValueError):
-                continue            # not a text file
-            if path in configs:
-                new = text.replace(prefix, current.rstrip(os.sep) + os.sep)
-            else:                   # a script: only where it finds its
-                new = text          # configuration
-                for old, through in renamed.items():
-                    new = new.replace(old, through)
-            if new != text:
-                fsutil.atomic_write(path, new,
-                                    mode=os.stat(path).st_mode & 0o7777)
-                logger.info('through-current: %s names the release through '
-                            '%s', os.path.relpath(path, release_path),
-                            current)
-
-
-def installed_files(installed_file):
-    """{part: [paths it installed]} from an installed-parts file."""
-    import configparser
-    parser = configparser.RawConfigParser(interpolation=None)
-    parser.optionxform = str
-    try:
-        parser.read(installed_file)
-    except (configparser.Error, OSError):
-        return {}
-    return {section: [line.strip() for line in parser.get(
-        section, '__buildout_installed__').splitlines() if line.strip()]
-        for section in parser.sections()
-        if parser.has_option(section, '__buildout_installed__')}
 
 
 # -- hooks into the other features ----------------------------------------
