@@ -19,9 +19,13 @@ the pool is cut by the next run.
 A restore gives exactly the recorded prefix: the pool file itself when the
 snapshot is its newest and nothing else holds it (it is sealed first: the
 site appends to it from then on, and the pool never does again), else a
-copy of the first ``end`` bytes; the blob tree is hard-linked from the
-pool.  ``bin/snapshot --export NAME DIR`` writes the same into a directory
-of the operator's choice.
+copy of the first ``end`` bytes.  The pool file handed over takes a copy of
+the index each create saves at the pool file's end and the pool file's
+ready blob tree with it: nothing is scanned or linked, and the restored
+Data.fs is checked by its recorded length, first and last transactions.
+Otherwise the blob tree is hard-linked from the pool.  ``bin/snapshot
+--export NAME DIR`` writes the same into a directory of the operator's
+choice.
 
 Snapshots of earlier versions (their own Data.fs in their directory) are
 listed, restored and destroyed as before.
