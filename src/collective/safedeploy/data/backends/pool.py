@@ -379,7 +379,8 @@ class Pool:
                         'blob of object 0x%s, transaction %s, is missing '
                         'from %s' % (oid.hex().lstrip('0') or '0',
                                      filestorage.tid_hex(tid), src_blobs))
-            if tree is not None:
+            if tree is not None and not os.path.lexists(
+                    os.path.join(tree, *name.split(SEP))):
                 # flat first, then the tree: the tree never holds a name
                 # the flat directory lacks
                 self._link_into_tree(target, name, tree)
