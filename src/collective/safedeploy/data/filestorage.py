@@ -262,22 +262,31 @@ def _position_after(fs_path, tid, pos=None):
         os.close(fd)
 
 
-def count_transactions_after(fs_path, tid):
+def count_transactions_after(fs_path, tid, pos=None):
     """How many committed transactions of ``fs_path`` come after ``tid``
-    (read-only, header by header; the file may be in use)."""
-    return sum(1 for t in transaction_tids(fs_path)
+    (read-only, header by header; the file may be in use).  ``pos``: where
+    ``tid`` ended when it was recorded; when it still ends there, only the
+    headers after it are read."""
+    return sum(1 for t in transaction_tids(fs_path, after=(pos, tid))
                if tid is None or t > tid)
 
 
-def transaction_tids(fs_path):
+def transaction_tids(fs_path, after=None):
     """The ids of the committed transactions of ``fs_path``, oldest first
-    (read-only, header by header; the file may be in use)."""
+    (read-only, header by header; the file may be in use); with ``after``
+    (a position and the id of the transaction ending there), those after
+    it, when it still ends there (else all)."""
     fd = _open_source(fs_path)
     try:
         size = os.fstat(fd).st_size
         _check_magic(fd, fs_path)
         end = _committed_end(fd, fs_path, size).end
         pos, tids = 4, []
+        if after is not None and after[0] and after[1] and \
+                4 < after[0] <= end:
+            found = _record_ending_at(fd, after[0])
+            if found is not None and found[1] == after[1]:
+                pos = after[0]
         while pos < end:
             txn_tid, tl, status = _header(fd, pos)
             tids.append(txn_tid)

@@ -71,6 +71,16 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         self.assertEqual((second['pool'], second['start']),
                          (1, first['end']))
         self.assertEqual(os.path.getsize(self.pool_file()), second['end'])
+        # the pool file's index moved to its new end with it, and its
+        # tree holds the same links as the flat directory
+        from collective.safedeploy.data import copy as fscopy
+        from collective.safedeploy.data import filestorage
+        self.assertEqual(filestorage.saved_index_position(self.pool_file()),
+                         second['end'])
+        tree = self.pool_file()[:-3] + '.tree'
+        self.assertEqual(
+            sorted(n.replace(os.sep, '%') for n in fscopy.blob_files(tree)),
+            sorted(n for n in os.listdir(pool_blobs) if n.endswith('.blob')))
         self.assertEqual(second['checked_transactions'], 2)
         self.assertEqual(len(second['blobs_added']), 2)
         self.assertEqual(set(os.listdir(pool_blobs)) - linked,
@@ -106,6 +116,17 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         self.assertTrue(os.path.exists(self.pool_file()[:-3] + '.sealed'))
         self.assertEqual(zs.read_all(self.current_fs(), self.current_blobs()),
                          before)
+        # its blob tree is the pool file's ready one, renamed (the pool
+        # keeps its flat links); its index is the one the snapshot saved
+        # at its end, so neither the restore nor the site scans the file
+        from collective.safedeploy.data import copy as fscopy
+        from collective.safedeploy.data import filestorage
+        self.assertFalse(os.path.exists(self.pool_file()[:-3] + '.tree'))
+        fs, blobs = self.snapshot_files('s1')
+        self.assertEqual(sorted(fscopy.blob_files(self.current_blobs())),
+                         sorted(fscopy.blob_files(blobs)))
+        self.assertEqual(filestorage.saved_index_position(self.current_fs()),
+                         end)
         # the site writes after it, replaces every blob and packs; the
         # next snapshot starts a new pool file
         zs.commit(self.current_fs(), self.current_blobs(), n=2)

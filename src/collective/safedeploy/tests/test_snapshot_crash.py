@@ -153,6 +153,19 @@ class KillTests(unittest.TestCase):
             self.assertEqual(tids, history[:len(tids)])
             fsverify.verify(copy, os.path.join(path, 'blobstorage'),
                             expected_tid=bytes.fromhex(row['last_tid']))
+        # the newest, restored: its pool file and its tree as they are,
+        # exactly the snapshot (no blob a killed create linked past it)
+        path = self.snapshot_generation('last')
+        code, out, err = run_snapshot('--restore', 'last', '--discard-writes',
+                                      **self.snapshot_options())
+        self.assertEqual(code, 0, err)
+        self.assertEqual(os.stat(fs).st_ino, os.stat(pool).st_ino)
+        from collective.safedeploy.data import copy as fscopy
+        self.assertEqual(sorted(fscopy.blob_files(blobs)), sorted(
+            fscopy.blob_files(os.path.join(path, 'blobstorage'))))
+        self.assertEqual(zs.read_all(fs, blobs), zs.read_all(
+            os.path.join(path, 'filestorage', 'Data.fs'),
+            os.path.join(path, 'blobstorage')))
         print('(%d of %d killed creates left a tail to cut)'
               % (cut, ROUNDS // 2), end=' ')
 

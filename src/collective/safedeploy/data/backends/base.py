@@ -102,7 +102,8 @@ class Backend:
             fs = os.path.join(current, entry['fs'])
             if os.path.exists(fs):
                 total += filestorage.count_transactions_after(
-                    fs, filestorage.tid_bytes(entry.get('last_tid')))
+                    fs, filestorage.tid_bytes(entry.get('last_tid')),
+                    entry.get('end'))
         return total
 
     def refuse_discarding(self, name, count, discard_writes, keeper):

@@ -19,9 +19,13 @@ the pool is cut by the next run.
 A restore gives exactly the recorded prefix: the pool file itself when the
 snapshot is its newest and nothing else holds it (it is sealed first: the
 site appends to it from then on, and the pool never does again), else a
-copy of the first ``end`` bytes; the blob tree is hard-linked from the
-pool.  ``bin/snapshot --export NAME DIR`` writes the same into a directory
-of the operator's choice.
+copy of the first ``end`` bytes.  The pool file handed over takes a copy of
+the index each create saves at the pool file's end and the pool file's
+ready blob tree with it: nothing is scanned or linked, and the restored
+Data.fs is checked by its recorded length, first and last transactions.
+Otherwise the blob tree is hard-linked from the pool.  ``bin/snapshot
+--export NAME DIR`` writes the same into a directory of the operator's
+choice.
 
 Snapshots of earlier versions (their own Data.fs in their directory) are
 listed, restored and destroyed as before.
@@ -118,8 +122,10 @@ class CopyBackend(StoreBackend):
         number, start, pos, prefix = taken
         pool_fs = self.pool.fs_path(s.fs, number)
         last = filestorage.tid_hex(pos.last_tid)
-        if start == 0:
-            # a new pool file: opened by ZODB once, its index saved
+        if start == 0 or not self.pool.save_index(
+                s.fs, number, start, pos.end, pos.last_tid):
+            # a new pool file (or one whose index is not where the
+            # previous snapshot saved it): opened by ZODB, its index saved
             fsverify.verify(pool_fs, None, expected_tid=pos.last_tid,
                             write_index=True)
         entry = dict(fs=s.fs, blobs=s.blobs, pool=number, start=start,
@@ -245,23 +251,28 @@ class CopyBackend(StoreBackend):
     def _write_out(self, info, snapshot_dir, target, hand_over=False,
                    durable=False):
         """The snapshot's files in ``target``: each Data.fs exactly its
-        recorded prefix, each blob tree linked from the pool, the other
-        files copied from the snapshot's directory."""
+        recorded prefix, each blob tree linked from the pool (or, with the
+        pool file handed over, the pool file's ready tree), the other files
+        copied from the snapshot's directory."""
         entries = {e['fs']: e for e in info.get('storages', [])}
         for s in self.root.storages:
             if s.fs:
                 entry = entries[s.fs]
                 dst = os.path.join(target, s.fs)
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
-                self._write_fs(entry, dst, hand_over, durable)
+                taken = self._write_fs(entry, dst, hand_over, durable)
                 if s.blobs:
-                    self.pool.materialise_blobs(
-                        entry, os.path.join(target, s.blobs))
+                    dst_blobs = os.path.join(target, s.blobs)
+                    os.makedirs(os.path.dirname(dst_blobs), exist_ok=True)
+                    if not (taken and self.pool.take_tree(entry, dst_blobs)):
+                        self.pool.materialise_blobs(entry, dst_blobs)
             if s.other:
                 self.root._copy_other(snapshot_dir, target, s.other)
         fsutil.fsync_directory(target)
 
     def _write_fs(self, entry, dst, hand_over, durable):
+        """``dst`` holding the recorded prefix; True when it is the pool
+        file itself, handed over (sealed), with a copy of its index."""
         from .. import copy as fscopy
         pool_fs = self.pool.fs_path(entry['fs'], entry['pool'])
         end = entry['end']
@@ -280,20 +291,30 @@ class CopyBackend(StoreBackend):
                 linked = False
             if linked:
                 pos = filestorage.saved_index_position(pool_fs)
-                if pos is not None and pos <= end:
-                    fscopy._copy_index(pool_fs, dst)
+                if pos is not None and pos <= end and \
+                        fscopy._copy_index(pool_fs, dst) and durable:
+                    fsutil.fsync_file(dst + '.index')
                 if durable:
+                    # what the kernel has not written back yet: the
+                    # snapshots' appends since the last sync, if any
                     fsutil.fsync_file(dst)
-                return
+                return True
         fscopy.copy_prefix(pool_fs, dst, end=end, sync=durable)
         pos = filestorage.saved_index_position(dst)
         if pos is not None and pos > end:
             os.unlink(dst + '.index')   # an index of a longer file
+        elif pos == end and durable:
+            fsutil.fsync_file(dst + '.index')
+        return False
 
     def _check_restored(self, info, path):
-        """Each restored Data.fs opens and ends with the recorded
-        transaction (its blobs were checked when the snapshot was taken);
-        the manifest entries of the generation."""
+        """Each restored Data.fs is the recorded prefix: its length, its
+        first and last transactions as recorded (its bytes were checked
+        against the chain's checksums and its blobs checked when the
+        snapshot was taken).  With the index the snapshot saved at its end
+        beside it, that is all: the site opens it without a scan.  Else
+        it is opened by ZODB and its index saved.  The manifest entries of
+        the generation."""
         from .. import verify as fsverify
         result = []
         for entry in info['storages']:
@@ -301,7 +322,15 @@ class CopyBackend(StoreBackend):
             last = filestorage.tid_bytes(entry['last_tid'])
             if entry.get('blobs'):
                 fsverify.prepare_blob_dir(os.path.join(path, entry['blobs']))
-            fsverify.verify(fs, None, expected_tid=last, write_index=True)
+            problem = self.pool.check_file(fs, entry)
+            if problem:
+                raise filestorage.VerificationFailed(
+                    'the restored %s is not what snapshot %s recorded: %s'
+                    % (entry['fs'], info['name'], problem))
+            if filestorage.saved_index_position(fs) != entry['end'] or \
+                    os.path.getsize(fs) != entry['end']:
+                fsverify.verify(fs, None, expected_tid=last,
+                                write_index=True)
             st = os.stat(fs)
             prefix = filestorage.Prefix(
                 st.st_ino, st.st_dev, entry['end'], last,

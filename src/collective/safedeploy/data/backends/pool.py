@@ -8,9 +8,14 @@ data root share their Data.fs bytes and blob files in
 
     .pool/<fs>/3.fs          Data.fs bytes: a prefix of production's file,
                              appended to by later snapshots
-    .pool/<fs>/3.fs.index    an index saved at the end of its first copy
+    .pool/<fs>/3.fs.index    FileStorage's index of it, saved at the end
+                             of the newest snapshot (as a clean close of
+                             a FileStorage saves it)
     .pool/<fs>/3.blobs/      the committed blob files, flat hard links
                              (a name is the path in the tree with ``%``)
+    .pool/<fs>/3.tree/       the same links as a blob directory (bushy),
+                             ready to be handed to a restore of the newest
+                             snapshot of the file
     .pool/<fs>/3.sealed      handed to a restored generation: never
                              appended to again
 
@@ -26,12 +31,20 @@ pool file (after a pack, a restore of an older state, or any mismatch).
 
 Blob files a snapshot needs are the pool's files whose transaction id is at
 most its last one: blob files are never rewritten, and one pool file is one
-line of history.
+line of history.  The tree holds the same names as the flat directory: a
+name is linked into the flat directory first and unlinked from the tree
+first.
+
+A restore of the newest snapshot of a pool file takes the file (sealed), a
+copy of its index and its tree as they are: nothing is copied, scanned or
+rebuilt.  Restores of other snapshots copy the recorded prefix and link
+the blob tree from the flat directory.
 
 Nothing but bin/snapshot writes the pool, always under the data root's
 lock.  A killed create leaves at most bytes past every recorded end (cut by
 :meth:`Pool.collect` on the next run), blob links newer than every recorded
-transaction and unreferenced pool files (removed by it too).
+transaction and unreferenced pool files (removed by it too); an index saved
+past what is kept is removed with the bytes it describes.
 """
 import errno
 import hashlib
@@ -90,6 +103,9 @@ class Pool:
 
     def blobs_path(self, fs_rel, number):
         return os.path.join(self.directory(fs_rel), '%d.blobs' % number)
+
+    def tree_path(self, fs_rel, number):
+        return os.path.join(self.directory(fs_rel), '%d.tree' % number)
 
     def sealed_path(self, fs_rel, number):
         return os.path.join(self.directory(fs_rel), '%d.sealed' % number)
@@ -150,13 +166,19 @@ class Pool:
                     with open(path, 'r+b') as f:
                         f.truncate(end)
                         os.fsync(f.fileno())
+                saved = filestorage.saved_index_position(path)
+                if saved is not None and saved > end:
+                    os.unlink(path + '.index')   # of the bytes just cut
                 blobs = self.blobs_path(fs_rel, number)
+                tree = self.tree_path(fs_rel, number)
                 if os.path.isdir(blobs):
                     for name in os.listdir(blobs):
                         t = blob_tid(name)
                         if t is not None and t > tid:
+                            self._unlink_from_tree(tree, name)
                             os.unlink(os.path.join(blobs, name))
-                for leftover in (path + '.copying', blobs + '.tmp'):
+                for leftover in (path + '.copying', blobs + '.tmp',
+                                 tree + '.tmp', path + '.index.writing'):
                     if os.path.isdir(leftover):
                         shutil.rmtree(leftover)
                     elif os.path.lexists(leftover):
@@ -166,10 +188,11 @@ class Pool:
         """Unlink a pool file and its blob links (a generation holding the
         file by a link of its own keeps it)."""
         base = os.path.join(self.directory(fs_rel), '%d.' % number)
-        for suffix in ('fs', 'fs.index', 'fs.copying', 'sealed'):
+        for suffix in ('fs', 'fs.index', 'fs.index.writing', 'fs.copying',
+                       'sealed'):
             if os.path.lexists(base + suffix):
                 os.unlink(base + suffix)
-        for suffix in ('blobs', 'blobs.tmp'):
+        for suffix in ('blobs', 'blobs.tmp', 'tree', 'tree.tmp'):
             if os.path.isdir(base + suffix):
                 shutil.rmtree(base + suffix)
 
@@ -235,6 +258,9 @@ class Pool:
             if pos.end < start:
                 return None
             path = self.fs_path(entry['fs'], entry['pool'])
+            saved = filestorage.saved_index_position(path)
+            if saved is not None and saved > start:
+                os.unlink(path + '.index')   # a killed run's, of its tail
             out = os.open(path, os.O_WRONLY)
             try:
                 os.ftruncate(out, start)     # a killed run's tail
@@ -265,18 +291,48 @@ class Pool:
 
     def link_all_blobs(self, src_blobs, fs_rel, number):
         """Link every committed blob file of ``src_blobs`` into the pool
-        (a new pool file: all its blobs are new to it)."""
+        (a new pool file: all its blobs are new to it): flat, and into its
+        tree (made under a temporary name, complete when it appears)."""
         target = self.blobs_path(fs_rel, number)
         os.makedirs(target, 0o700, exist_ok=True)
+        tree = self.tree_path(fs_rel, number)
+        tmp = tree + '.tmp'
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp)
+        os.mkdir(tmp, 0o700)
         layout = os.path.join(src_blobs, fscopy.LAYOUT)
         if os.path.exists(layout):
             shutil.copyfile(layout, os.path.join(target, fscopy.LAYOUT))
+            shutil.copyfile(layout, os.path.join(tmp, fscopy.LAYOUT))
+        os.mkdir(os.path.join(tmp, fscopy.TMP_DIR), 0o700)
         added = 0
+        made = set()
         for rel in fscopy.blob_files(src_blobs):
-            if self._link(os.path.join(src_blobs, rel), target,
-                          rel.replace(os.sep, SEP)):
+            name = rel.replace(os.sep, SEP)
+            if self._link(os.path.join(src_blobs, rel), target, name):
                 added += 1
+            self._link_into_tree(target, name, tmp, made)
+        if os.path.lexists(tree):
+            shutil.rmtree(tree)
+        os.rename(tmp, tree)
         return added
+
+    def _link_into_tree(self, flat, name, tree, made=None):
+        """Link the flat pool link ``name`` into ``tree`` at its path."""
+        parts = name.split(SEP)
+        directory = os.path.join(tree, *parts[:-1])
+        if made is None or directory not in made:
+            os.makedirs(directory, 0o700, exist_ok=True)
+            if made is not None:
+                made.add(directory)
+        return self._link(os.path.join(flat, name), directory, parts[-1])
+
+    @staticmethod
+    def _unlink_from_tree(tree, name):
+        try:
+            os.unlink(os.path.join(tree, *name.split(SEP)))
+        except FileNotFoundError:
+            pass
 
     @staticmethod
     def _link(src, target, name):
@@ -300,6 +356,9 @@ class Pool:
         helper = FilesystemHelper(src_blobs)
         target = self.blobs_path(fs_rel, number)
         os.makedirs(target, 0o700, exist_ok=True)
+        tree = self.tree_path(fs_rel, number)
+        if not os.path.isdir(tree):
+            tree = None       # a pool file of an earlier version
         transactions = blobs = 0
         added = []
         base = helper.base_dir
@@ -311,17 +370,87 @@ class Pool:
             blobs += 1
             path = helper.getBlobFilename(oid, tid)
             name = path[len(base):].replace(os.sep, SEP)
-            if os.path.exists(os.path.join(target, name)):
-                continue
-            try:
-                if self._link(path, target, name):
-                    added.append(name)
-            except FileNotFoundError:
-                raise filestorage.VerificationFailed(
-                    'blob of object 0x%s, transaction %s, is missing from %s'
-                    % (oid.hex().lstrip('0') or '0',
-                       filestorage.tid_hex(tid), src_blobs))
+            if not os.path.exists(os.path.join(target, name)):
+                try:
+                    if self._link(path, target, name):
+                        added.append(name)
+                except FileNotFoundError:
+                    raise filestorage.VerificationFailed(
+                        'blob of object 0x%s, transaction %s, is missing '
+                        'from %s' % (oid.hex().lstrip('0') or '0',
+                                     filestorage.tid_hex(tid), src_blobs))
+            if tree is not None and not os.path.lexists(
+                    os.path.join(tree, *name.split(SEP))):
+                # flat first, then the tree: the tree never holds a name
+                # the flat directory lacks
+                self._link_into_tree(target, name, tree)
         return transactions, blobs, added
+
+    def save_index(self, fs_rel, number, start, end, last_tid):
+        """Bring the pool file's saved index from ``start`` (the previous
+        snapshot's end, where we saved it) to ``end``, as FileStorage does
+        when it opens a file with an index: scan the transactions from
+        ``start`` on with its own ``read_index``, then save it at ``end``
+        (the scan costs the delta; the load and save, the number of
+        objects).  False when the saved index is not at ``start``: the
+        caller saves one the slow way."""
+        path = self.fs_path(fs_rel, number)
+        if filestorage.saved_index_position(path) != start or start <= 4:
+            return False
+        if end == start:
+            return True      # nothing committed since
+        from ZODB.FileStorage.FileStorage import read_index
+        from ZODB.fsIndex import fsIndex
+        try:
+            info = fsIndex.load(path + '.index')
+        except Exception:
+            return False
+        index = info.get('index')
+        if not isinstance(index, fsIndex) or info.get('pos') != start:
+            return False
+        try:
+            with open(path, 'rb') as f:
+                pos, _, tid = read_index(f, path, index, {}, start=start,
+                                         ltid=b'\0' * 8, read_only=1)
+        except Exception as e:
+            raise filestorage.VerificationFailed(
+                'the new transactions of %s do not scan: %s' % (path, e))
+        if pos != end or tid != last_tid:
+            raise filestorage.VerificationFailed(
+                'the new transactions of %s do not scan to %d, transaction '
+                '%s (but to %d, %s)' % (path, end, filestorage.tid_hex(
+                    last_tid), pos, filestorage.tid_hex(tid)))
+        tmp = path + '.index.writing'
+        index.save(end, tmp)
+        os.replace(tmp, path + '.index')
+        return True
+
+    def take_tree(self, entry, dst_blobdir):
+        """Hand the pool file's ready blob tree to ``dst_blobdir`` (must
+        not exist) when ``entry`` is the newest snapshot of its pool file:
+        renamed, after unlinking what a killed create linked past the
+        snapshot.  The pool keeps its flat links to every file.  False
+        when there is no tree (taken before, or a pool of an earlier
+        version)."""
+        tree = self.tree_path(entry['fs'], entry['pool'])
+        if not os.path.isdir(tree):
+            return False
+        flat, names = self.blobs_path(entry['fs'], entry['pool']), []
+        try:
+            names = os.listdir(flat)
+        except FileNotFoundError:
+            return False
+        last = tid_int(entry.get('last_tid'))
+        for name in names:
+            t = blob_tid(name)
+            if t is not None and t > last:
+                self._unlink_from_tree(tree, name)
+        os.makedirs(os.path.join(tree, fscopy.TMP_DIR), 0o700,
+                    exist_ok=True)
+        os.rename(tree, dst_blobdir)
+        fsutil.fsync_directory(os.path.dirname(tree))
+        fsutil.fsync_directory(os.path.dirname(dst_blobdir))
+        return True
 
     # -- reading a snapshot back -------------------------------------------
 
@@ -329,15 +458,22 @@ class Pool:
         """What is wrong with the pool bytes of ``entry`` (a line), or
         None: its pool file holds at least ``end`` bytes, with the recorded
         first and last transactions."""
-        path = self.fs_path(entry['fs'], entry['pool'])
+        return self.check_file(self.fs_path(entry['fs'], entry['pool']),
+                               entry, 'its pool file %s')
+
+    @staticmethod
+    def check_file(path, entry, what='%s'):
+        """The same for the file ``path`` (the pool file, or a restored or
+        exported copy of the snapshot's prefix)."""
+        what = what % path
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            return 'its pool file %s is missing' % path
+            return '%s is missing' % what
         try:
             end = entry['end']
             if os.fstat(fd).st_size < end:
-                return 'its pool file %s is shorter than recorded' % path
+                return '%s is shorter than recorded' % what
             if end <= 4:
                 return None
             found = filestorage._record_ending_at(fd, end)
@@ -345,7 +481,7 @@ class Pool:
                     entry['last_tid'] or filestorage.tid_hex(
                         filestorage._first_tid(fd, end)) != \
                     entry.get('first_tid'):
-                return 'its pool file %s is not what it recorded' % path
+                return '%s is not what it recorded' % what
             return None
         finally:
             os.close(fd)
