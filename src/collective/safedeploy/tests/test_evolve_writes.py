@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import unittest
 
 from collective.safedeploy.core.errors import Refused
 from collective.safedeploy.evolve import state
@@ -197,43 +196,156 @@ class RestartInTheWindowTests(WriterTestCase):
         log = w.stop()
         self.assert_acknowledged_in(log, '1')
 
-    @unittest.skipUnless(
-        os.environ.get('SAFEDEPLOY_RELOAD_TEST'),
-        'flaky on a loaded machine: the thaw-command\'s zeo-server start '
-        'sometimes finds the reloaded server still running (open); set '
-        'SAFEDEPLOY_RELOAD_TEST=1 to run it')
-    def test_reload_with_freeze_and_thaw_commands(self):
-        # freeze-command / thaw-command restart the server (zeo-server,
-        # as a process manager's programs would); a reload in the window
-        # starts it on the old generation again: it comes up frozen
-        zeo = [sys.executable, '-m', 'collective.safedeploy.zeo.command']
-        where = ['--address', self.server.address, '--state',
-                 self.server.state_dir]
-        stop = shlex.join(zeo + ['stop'] + where)
-        start = shlex.join(zeo + ['start'] + where + ['--data',
-                                                       self.data.path])
-        freeze = shlex.join(['sh', '-c', '%s && %s --read-only' % (
-            stop, start)])
-        thaw = shlex.join(['sh', '-c', '%s && %s' % (stop, start)])
+    def test_supervisorctl_reload_with_freeze_and_thaw_commands(self):
+        # a real supervisord runs the server: the writable program and a
+        # read-only one; freeze-command and thaw-command switch between
+        # them (as example/etc/freeze.sh and thaw.sh do).  A reload in the
+        # window starts the writable program on the old generation again:
+        # it comes up frozen, and the switch and thaw go on
+        self.server.stop()
+        supervisor = Supervisor(os.path.join(self.dir, 'supervisor'),
+                                self.data, self.server.address)
+        self.addCleanup(supervisor.shutdown)
+        supervisor.start()
+        ctl = shlex.join(supervisor.ctl)
+        freeze = shlex.join(['sh', '-c', '%s stop zeo && %s start '
+                             'zeo-readonly' % (ctl, ctl)])
+        # restart, not start: after a reload the writable one runs already
+        thaw = shlex.join(['sh', '-c', '%s stop zeo-readonly; %s restart '
+                           'zeo' % (ctl, ctl)])
         w = self.writer()
+        go = os.path.join(self.dir, 'go')
         process = self.evolve_copy_process(
-            env=dict(SAFEDEPLOY_EXAMPLE_SLEEP='2'), freeze=freeze,
-            thaw=thaw)
+            env=dict(SAFEDEPLOY_EXAMPLE_WAIT=go), freeze=freeze, thaw=thaw)
         self.addCleanup(zeosupport.kill, process)
         self.assertTrue(self.wait_frozen(process))
-        # supervisorctl reload: everything stopped and started again
-        subprocess.run(shlex.split(stop), check=True)
-        subprocess.run(shlex.split(start), check=True)
+        self.assertEqual(supervisor.status(), dict(
+            zeo='STOPPED', **{'zeo-readonly': 'RUNNING'}))
+        reloaded = supervisor.reload()
+        self.assertEqual(reloaded['zeo'], 'RUNNING')
+        self.assertNotEqual(reloaded['zeo-readonly'], 'RUNNING')
+        self.assertTrue(zeoserver.listening(
+            zeoserver.parse_address(self.server.address)))
+        # the writable program, restarted on the frozen generation: frozen
         n = len(w.log().acknowledged)
-        time.sleep(0.3)
-        if self.phase() == 'evolving':      # not thawed meanwhile
-            self.assertEqual(len(w.log().acknowledged), n)
+        time.sleep(0.5)
+        self.assertEqual(len(w.log().acknowledged), n)
+        self.assertEqual(self.phase(), 'evolving')
+        with open(go, 'w'):
+            pass
         out, _ = process.communicate(timeout=120)
         self.assertEqual(process.returncode, 0, out)
         self.assertEqual(self.data.current(), '2')
+        self.assertEqual(supervisor.status(), dict(
+            zeo='RUNNING', **{'zeo-readonly': 'STOPPED'}))
         self.assertTrue(w.wait_acknowledged(3))
         log = w.stop()
         self.assert_acknowledged_in(log)
+        self.assertFalse(os.path.exists(
+            zeofreeze.frozen_mark_path(self.data.dir('1'))))
+
+
+SUPERVISORD_CONF = """\
+[unix_http_server]
+file = {dir}/supervisor.sock
+
+[supervisord]
+directory = {dir}
+logfile = {dir}/supervisord.log
+pidfile = {dir}/supervisord.pid
+childlogdir = {dir}
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl = unix://{dir}/supervisor.sock
+
+[program:zeo]
+command = {python} -c "{serve}" {dir}/zeo/zeo.conf {dir}/zeo/zeo.pid
+startsecs = 1
+stopwaitsecs = 10
+redirect_stderr = true
+stdout_logfile = {dir}/zeo.log
+
+[program:zeo-readonly]
+command = {python} -c "{serve}" {dir}/zeo-readonly/zeo.conf {dir}/zeo-readonly/zeo.pid
+autostart = false
+startsecs = 1
+stopwaitsecs = 10
+redirect_stderr = true
+stdout_logfile = {dir}/zeo-readonly.log
+"""
+
+# the ZEO server safedeploy runs (collective.safedeploy.zeo.bootstrap), in
+# the foreground: what a process manager's program runs
+SERVE = ("import io, sys; sys.stdin = io.StringIO('go'); "
+         "from collective.safedeploy.zeo.bootstrap import main; "
+         "sys.exit(main())")
+
+
+class Supervisor:
+    """A real supervisord running the data root's ZEO server twice, on
+    ``DATA/current`` (whatever generation it points to when a program
+    starts): ``zeo`` writable, ``zeo-readonly`` read-only."""
+
+    def __init__(self, directory, data, address):
+        self.dir = directory
+        os.makedirs(directory)
+        for name, read_only in (('zeo', False), ('zeo-readonly', True)):
+            zeoserver.ZEOServer(address, os.path.join(directory, name)
+                                ).write_conf(
+                os.path.join(data.path, 'current', state.FS),
+                os.path.join(data.path, 'current', state.BLOBS), read_only)
+        self.conf = os.path.join(directory, 'supervisord.conf')
+        with open(self.conf, 'w') as f:
+            f.write(SUPERVISORD_CONF.format(dir=directory,
+                                            python=sys.executable,
+                                            serve=SERVE))
+        self.ctl = [sys.executable, '-m', 'supervisor.supervisorctl', '-c',
+                    self.conf]
+        self.started = False
+
+    def start(self):
+        subprocess.run([sys.executable, '-m', 'supervisor.supervisord',
+                        '-c', self.conf], check=True)
+        self.started = True
+        self.wait_for(lambda s: s.get('zeo') == 'RUNNING')
+
+    def status(self):
+        r = subprocess.run(self.ctl + ['status'], capture_output=True,
+                           text=True)
+        return dict(line.split()[:2] for line in r.stdout.splitlines()
+                    if len(line.split()) >= 2)
+
+    def wait_for(self, condition, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status()
+            if condition(status):
+                return status
+            time.sleep(0.1)
+        raise AssertionError('supervisord: %s' % self.status())
+
+    def reload(self):
+        """``supervisorctl reload``: every program stopped, the
+        configuration read again, the autostart ones started; returns the
+        status once they run."""
+        subprocess.run(self.ctl + ['reload'], check=True,
+                       stdout=subprocess.DEVNULL)
+        # done when the writable program runs (again), the other not
+        return self.wait_for(lambda s: s.get('zeo') == 'RUNNING' and
+                             s.get('zeo-readonly') == 'STOPPED')
+
+    def shutdown(self):
+        if self.started:
+            subprocess.run(self.ctl + ['shutdown'], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            pidfile = os.path.join(self.dir, 'supervisord.pid')
+            deadline = time.monotonic() + 30
+            while os.path.exists(pidfile) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.started = False
 
 
 class KillWithAWriterTests(WriterTestCase):
