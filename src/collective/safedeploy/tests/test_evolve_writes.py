@@ -6,6 +6,7 @@ import collections
 import os
 import random
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,50 @@ SERVER_KILLS = 10
 # the guard's promise (docs/evolve.rst): production writable again within
 # this many seconds of any end of evolve-copy
 WRITABLE_WITHIN = 10.0
+
+
+def children(pid):
+    """The pids of the descendants of ``pid`` (from /proc)."""
+    parents = {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                ppid = int(f.read().rpartition(')')[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def dump_stacks(pid):
+    """py-spy's dump of the Python process ``pid`` (every thread), or why
+    there is none."""
+    spy = shutil.which('py-spy') or os.path.join(
+        os.path.dirname(sys.executable), 'py-spy')
+    if not os.path.exists(spy):
+        return 'pid %d: no py-spy to dump its stack (pip install py-spy)' % pid
+    try:
+        r = subprocess.run([spy, 'dump', '--pid', str(pid)],
+                           capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return 'pid %d: py-spy dump did not finish within 30 s' % pid
+    return 'pid %d (%s):\n%s%s' % (pid, ' '.join(cmdline(pid)), r.stdout,
+                                   r.stderr)
+
+
+def cmdline(pid):
+    try:
+        with open('/proc/%d/cmdline' % pid) as f:
+            return f.read().split('\0')[:6]
+    except OSError:
+        return ['?']
 
 
 class WriterTestCase(EvolveCopyTestCase):
@@ -55,7 +100,9 @@ class WriterTestCase(EvolveCopyTestCase):
     def evolve_copy_process(self, *args, env=None, **kw):
         """evolve-copy in a session of its own: a Ctrl-C reaches its whole
         process group, as on a terminal."""
-        argv = [sys.executable, '-m', 'collective.safedeploy.evolve.command',
+        # -X faulthandler: on SIGABRT it prints every thread's stack
+        argv = [sys.executable, '-X', 'faulthandler',
+                '-m', 'collective.safedeploy.evolve.command',
                 '--data', self.data.path,
                 '--evolve', zeosupport.EXAMPLE, '--evolve-context', 'site']
         if 'freeze' not in kw:
@@ -68,6 +115,28 @@ class WriterTestCase(EvolveCopyTestCase):
             argv + list(args), stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True,
             env=dict(os.environ, **(env or {})))
+
+    def communicate_or_dump(self, process, timeout, what):
+        """The output of ``process`` once it ended; if it has not ended
+        within ``timeout`` s, fail showing where it and its children hang:
+        py-spy's dump of every one of them, and the Python stacks of
+        evolve-copy itself (faulthandler on SIGABRT, see
+        :meth:`evolve_copy_process`)."""
+        try:
+            return process.communicate(timeout=timeout)[0]
+        except subprocess.TimeoutExpired:
+            pass
+        dumps = [dump_stacks(pid) for pid in [process.pid] + children(
+            process.pid)]
+        process.send_signal(signal.SIGABRT)
+        try:
+            out = process.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out = process.communicate()[0]
+        self.fail('evolve-copy did not end within %d s after %s\n%s\n'
+                  '-- its output (and its stacks at SIGABRT):\n%s' % (
+                      timeout, what, '\n'.join(dumps), out))
 
     def phase(self):
         """The phase of the copy evolve-copy works on (from '1')."""
@@ -380,7 +449,7 @@ class KillWithAWriterTests(WriterTestCase):
                 else:
                     process.send_signal(sig)
                 signals[sig.name] = signals.get(sig.name, 0) + 1
-            out, _ = process.communicate(timeout=60)
+            out = self.communicate_or_dump(process, 60, sig.name)
             ended = time.monotonic()
             last = (out.strip().splitlines() or [''])[-1]
             if 'writable' in last or 'thawed' in last:
