@@ -28,6 +28,10 @@ connection after 1 s plus up to 1 s at random: ZEO.asyncio.client).  The
 writer's timeline shows it: when it was first refused after the freeze,
 and how long after the thaw returned (the new server listening) its first
 commit came -- that gap is the client's reconnect delay, not the window.
+ZEO 6's ClientStorage ignores ``min-disconnect-poll``: a client cannot be
+told to retry sooner.  Only a listening socket that outlives the restart
+(handed from the old server process to the new one) would spare the
+clients that second.
 """
 import argparse
 import io
