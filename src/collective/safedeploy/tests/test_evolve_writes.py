@@ -448,14 +448,27 @@ class Supervisor:
                              s.get('zeo-readonly') == 'STOPPED')
 
     def shutdown(self):
-        if self.started:
-            subprocess.run(self.ctl + ['shutdown'], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-            pidfile = os.path.join(self.dir, 'supervisord.pid')
-            deadline = time.monotonic() + 30
-            while os.path.exists(pidfile) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            self.started = False
+        if not self.started:
+            return
+        self.started = False
+        pidfile = os.path.join(self.dir, 'supervisord.pid')
+        try:
+            with open(pidfile) as f:
+                pid = int(f.read())
+        except (OSError, ValueError):
+            pid = None
+        subprocess.run(self.ctl + ['shutdown'], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while pid and zeoserver.alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid and zeoserver.alive(pid):
+            # it did not shut down: it and its programs go
+            for other in [pid] + children(pid):
+                try:
+                    os.kill(other, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 class KillWithAWriterTests(WriterTestCase):
