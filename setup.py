@@ -86,6 +86,10 @@ setup(
             'hypothesis',
             # the shipped playbooks are run for real (ansible/)
             'ansible-core>=2.16; python_version >= "3.11"',
+            # a real process manager reloaded during evolve-copy
+            'supervisor',
+            # the stack of a process a test gave up waiting for
+            'py-spy',
         ],
     },
     entry_points={

@@ -24,7 +24,14 @@ commits through ZEO every 10 ms: its longest refused interval (first
 refused attempt to the next acknowledged commit) is printed against the
 window evolve-copy prints; they agree within the writer's retry interval
 plus its reconnect to the restarted server (a ZEO client retries a lost
-connection after 1 s plus up to 1 s at random: ZEO.asyncio.client).
+connection after 1 s plus up to 1 s at random: ZEO.asyncio.client).  The
+writer's timeline shows it: when it was first refused after the freeze,
+and how long after the thaw returned (the new server listening) its first
+commit came -- that gap is the client's reconnect delay, not the window.
+ZEO 6's ClientStorage ignores ``min-disconnect-poll``: a client cannot be
+told to retry sooner.  Only a listening socket that outlives the restart
+(handed from the old server process to the new one) would spare the
+clients that second.
 """
 import argparse
 import io
@@ -134,6 +141,43 @@ class DeltaEvolveCopy(procedure.EvolveCopy):
         self.before_freeze = time.monotonic()
         return result
 
+    # wall-clock stamps, to set against the writer's log
+    def freeze(self):
+        self.frozen_wall = time.time()
+        return procedure.EvolveCopy.freeze(self)
+
+    def thaw(self):
+        result = procedure.EvolveCopy.thaw(self)
+        self.thawed_wall = time.time()
+        return result
+
+
+def writer_timeline(path, frozen, thawed):
+    """What the writer's log says around the window: when it was first
+    refused (after the freeze), when it committed again (after the thaw),
+    the refusals by error, and the longest pause between two attempts."""
+    attempts = []
+    with open(path) as f:
+        for line in f:
+            words = line.split()
+            if len(words) >= 3 and words[0] in ('ok', 'refused', 'error'):
+                attempts.append((float(words[-1]), words[0],
+                                 words[2] if words[0] != 'ok' else ''))
+    refused = [a for a in attempts if a[1] != 'ok' and a[0] >= frozen]
+    first_refused = refused[0][0] if refused else None
+    again = [a[0] for a in attempts if a[1] == 'ok' and a[0] > thawed]
+    first_ok = again[0] if again else None
+    during = [a for a in attempts if first_refused is not None and
+              first_ok is not None and first_refused <= a[0] <= first_ok]
+    pauses = [(b[0] - a[0], a[2], b[2] or b[1]) for a, b in zip(
+        during, during[1:])]
+    kinds = {}
+    for a in during:
+        if a[1] != 'ok':
+            kinds[a[2]] = kinds.get(a[2], 0) + 1
+    return dict(first_refused=first_refused, first_ok=first_ok,
+                refusals=kinds, pause=max(pauses) if pauses else None)
+
 
 def evolve_copy_window(root, size_mib, blobs, delta_bytes, delta_blobs,
                        writer=False):
@@ -164,7 +208,11 @@ def evolve_copy_window(root, size_mib, blobs, delta_bytes, delta_blobs,
     lines = out.getvalue().strip().splitlines()
     return dict(size=size, window=run.window, times=run.times,
                 output=lines, data=data,
-                refused=log.longest_refusal() if log else None)
+                refused=log.longest_refusal() if log else None,
+                timeline=writer_timeline(
+                    log.path, run.frozen_wall, run.thawed_wall) if log
+                else None, frozen_wall=run.frozen_wall,
+                thawed_wall=run.thawed_wall)
 
 
 def timed(args, **kw):
@@ -277,6 +325,16 @@ def main(argv=None):
         print('writer\'s longest refused interval: %7.3f s (window %.3f s, '
               'difference %+.3f s; retry interval 0.010 s)' % (
                   one['refused'], w1, one['refused'] - w1))
+        t = one['timeline']
+        if t['first_refused'] and t['first_ok']:
+            print('  writer: first refused %.3f s after the freeze began, '
+                  'first commit %.3f s after the thaw returned' % (
+                      t['first_refused'] - one['frozen_wall'],
+                      t['first_ok'] - one['thawed_wall']))
+            print('  writer: refusals %s; longest pause between two '
+                  'attempts %.3f s (%s, then %s)' % (
+                      ', '.join('%s x%d' % kv for kv in sorted(
+                          t['refusals'].items())), *t['pause']))
         print('repozo incremental backup+restore:  %7.3f s (%.3f + %.3f)  '
               'ratio %.1fx' % (rz, rz_b, rz_r, rz / w1))
         print('collective.recipe.backup backup+restore: %7.3f s (%.3f + '

@@ -91,8 +91,24 @@ class DataStep:
 
     def describe(self):
         if self.kind == 'restore':
-            return 'data restored from snapshot %s' % self.target
-        return 'data switched back to generation %s' % self.target
+            text = 'data restored from snapshot %s' % self.target
+        else:
+            text = 'data switched back to generation %s' % self.target
+        return text + self.discarded()
+
+    def discarded(self):
+        """After :meth:`run`: how many transactions the step discarded and
+        where they are kept."""
+        result = self.result or {}
+        if result.get('discarded') is None:
+            return ''
+        kept = result.get('replaced') or result.get('previous')
+        if result.get('backend') == 'zfs':
+            kept = result.get('kept') and 'ZFS dataset %s' % result['kept']
+        elif kept:
+            kept = 'generation %s' % kept
+        return ' (%d transaction(s) discarded%s)' % (
+            result['discarded'], ', kept in %s' % kept if kept else '')
 
     def root(self):
         from ..data.layout import DataRoot

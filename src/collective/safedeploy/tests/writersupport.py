@@ -16,13 +16,15 @@ with the same n.  Its log file has one line per attempt::
 
     ok N TID TIME           the server acknowledged the commit of n
     refused N ERROR TIME    not committed; n is tried again
-    error N ERROR WHAT TIME anything else (the process goes on)
+    error N ERROR WHAT TIME anything else (the process goes on; its
+                            traceback is appended to the log's ``.tb``)
 
 TIME is ``time.time()``; TID the transaction id in hex.  A commit whose
 acknowledgement was lost with the connection is not "ok": only what a
 client was told had committed is checked.
 """
 import os
+import re
 import subprocess
 import sys
 import time
@@ -30,7 +32,7 @@ import time
 from collective.safedeploy.tests import zodbsupport
 
 WRITER = '''\
-import os, sys, time, tempfile
+import os, sys, time, tempfile, traceback
 import transaction, ZODB
 from BTrees.OOBTree import OOBTree
 from ZEO.ClientStorage import ClientStorage
@@ -71,6 +73,9 @@ while not os.path.exists(stop):
         tm.abort()
         say('refused', n, type(e).__name__)
     except Exception as e:
+        with open(log_path + '.tb', 'a') as tb:
+            tb.write('attempt %d at %.6f:\\n' % (n, time.time()))
+            traceback.print_exc(file=tb)
         try:
             tm.abort()
         except Exception:
@@ -108,7 +113,22 @@ class WriterLog:
         first = [i for i, line in enumerate(text) if line.startswith('error')]
         if not first:
             return ''
-        return '\n'.join(text[max(0, first[0] - lines):first[0] + lines])
+        around = '\n'.join(text[max(0, first[0] - lines):first[0] + lines])
+        try:
+            with open(self.path + '.tb') as f:
+                around += '\n-- the first traceback:\n' + f.read(6000)
+        except OSError:
+            pass
+        return around
+
+    def tracebacks(self):
+        """The traceback of each failed attempt, oldest first."""
+        try:
+            with open(self.path + '.tb') as f:
+                text = f.read()
+        except OSError:
+            return []
+        return re.split(r'^attempt \d+ at [\d.]+:\n', text, flags=re.M)[1:]
 
     def tids(self):
         return set(self.acknowledged.values())
@@ -144,7 +164,7 @@ class Writer:
         os.makedirs(directory, exist_ok=True)
         self.log_path = os.path.join(directory, '%s.log' % key)
         self.stopfile = os.path.join(directory, '%s.stop' % key)
-        for p in (self.log_path, self.stopfile):
+        for p in (self.log_path, self.log_path + '.tb', self.stopfile):
             if os.path.exists(p):
                 os.unlink(p)
         self.interval = interval

@@ -56,13 +56,70 @@ def marked_frozen(fs_path):
 def server_setup(state_dir, position=None):
     """What a server safedeploy starts does beyond runzeo: trust an index
     saved at ``position``, build its invalidation queue from record headers
-    only, and freeze in place on SIGUSR1."""
+    only, never hand out an object id a server at this address handed out
+    before, and freeze in place on SIGUSR1."""
     from ZODB.FileStorage import FileStorage
     from ..data.filestorage import trusted_sane
     if position is not None:
         FileStorage._sane = trusted_sane({position})
     invalidations_from_headers()
+    oids_past_handed_out(os.path.join(state_dir, OIDS))
     freeze_on_signal(os.path.join(state_dir, FROZEN))
+
+
+# the object ids the server at this address may have handed out: "N", the
+# first one it never did.  Written before any id past it is handed out.
+OIDS = 'zeo.oids'
+OID_BLOCK = 1 << 20
+
+
+def oids_past_handed_out(path):
+    """Make every writable FileStorage of this process start its new object
+    ids past those any earlier server process at this address handed out.
+
+    ZEO clients fetch object ids in batches (``new_oids``) and keep the ones
+    they have not used across a reconnect.  A FileStorage that opens starts
+    at the largest id *stored*: restarted -- frozen, thawed, on the evolved
+    copy, back on an older generation -- it handed a client's unused ids
+    out again, and the client's next new object took an id its own current
+    transaction, or another client, already used ("A different object
+    already has the same oid", or a POSKeyError loading it).  The ids handed
+    out are reserved in ``path`` in blocks of :data:`OID_BLOCK`, durably,
+    before any of them is given out; a new process starts past the
+    reservation.
+    """
+    import threading
+    from ZODB.FileStorage import FileStorage
+    from ZODB.utils import p64
+    from ZODB.utils import u64
+    init, new_oid = FileStorage.__init__, FileStorage.new_oid
+    state = dict(reserved=read_reserved(path))
+    lock = threading.Lock()
+
+    def __init__(self, *args, **kw):
+        init(self, *args, **kw)
+        if not self.isReadOnly() and state['reserved']:
+            self.set_max_oid(p64(state['reserved'] - 1))
+
+    def new_oid_(self):
+        oid = new_oid(self)
+        with lock:
+            if u64(oid) >= state['reserved']:
+                state['reserved'] = u64(oid) + OID_BLOCK
+                fsutil.atomic_write(path, '%d\n' % state['reserved'],
+                                    durable=True)
+        return oid
+
+    FileStorage.__init__ = __init__
+    FileStorage.new_oid = new_oid_
+
+
+def read_reserved(path):
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def invalidations_from_headers():

@@ -8,6 +8,8 @@ manager and :mod:`.function` as a ``module:function(root, commit)``.
 
 For crash tests, two environment variables act on every step:
 ``SAFEDEPLOY_EXAMPLE_FAIL=<n>`` makes step n raise, and
-``SAFEDEPLOY_EXAMPLE_SLEEP=<seconds>`` makes every step take that long.
+``SAFEDEPLOY_EXAMPLE_SLEEP=<seconds>`` makes every step take that long;
+``SAFEDEPLOY_EXAMPLE_WAIT=<path>``: step 1 waits until the file exists
+(at most 120 s).
 """
 VERSION = 3

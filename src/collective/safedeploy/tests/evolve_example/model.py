@@ -63,6 +63,12 @@ def step_hook(n):
     delay = float(os.environ.get('SAFEDEPLOY_EXAMPLE_SLEEP') or 0)
     if delay:
         time.sleep(delay)
+    # a test does something while the evolve runs, then says go
+    wait = os.environ.get('SAFEDEPLOY_EXAMPLE_WAIT')
+    deadline = time.monotonic() + 120
+    while n == 1 and wait and not os.path.exists(wait) and \
+            time.monotonic() < deadline:
+        time.sleep(0.01)
     if os.environ.get('SAFEDEPLOY_EXAMPLE_FAIL') == str(n):
         raise RuntimeError('example step %d fails on purpose' % n)
 
