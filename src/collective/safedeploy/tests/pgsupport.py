@@ -131,6 +131,34 @@ def open_db(dsn, blob_dir, keep_history=False, create=False, shared=False):
             'true' if shared else 'false', dsn)))
 
 
+def write_retrying(dsn, blob_dir, key, value, keep_history=False,
+                   timeout=20):
+    """``root['writes'][key] = value`` on ``dsn`` through RelStorage,
+    retried for up to ``timeout`` seconds (a guard may need a moment to
+    allow connections again after a kill); each attempt its own client."""
+    import time
+    import transaction
+    deadline = time.monotonic() + timeout
+    while True:
+        tm = transaction.TransactionManager()
+        client = None
+        try:
+            client = open_db(dsn, blob_dir, keep_history)
+            conn = client.open(transaction_manager=tm)
+            conn.root()['writes'][key] = value
+            tm.commit()
+            conn.close()
+            return
+        except Exception:
+            tm.abort()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+        finally:
+            if client is not None:
+                client.close()
+
+
 def blob(data):
     from ZODB.blob import Blob
     b = Blob()

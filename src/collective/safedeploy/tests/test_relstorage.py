@@ -342,27 +342,8 @@ class RelStorageTests(unittest.TestCase):
         """``root['writes'][key] = value`` on the site's database through
         RelStorage, retried for up to 20 s (a guard may need a moment to
         allow connections again after a kill)."""
-        import transaction
-        deadline = time.monotonic() + 20
-        while True:
-            tm = transaction.TransactionManager()
-            client = None
-            try:
-                client = pgsupport.open_db(root.dsn, tempfile.mkdtemp(
-                    dir=self.tmp), root.keep_history)
-                conn = client.open(transaction_manager=tm)
-                conn.root()['writes'][key] = value
-                tm.commit()
-                conn.close()
-                return
-            except Exception:
-                tm.abort()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-            finally:
-                if client is not None:
-                    client.close()
+        pgsupport.write_retrying(root.dsn, tempfile.mkdtemp(dir=self.tmp),
+                                 key, value, root.keep_history)
 
     def fork(self, function):
         pid = os.fork()
@@ -791,7 +772,6 @@ class RelStorageTests(unittest.TestCase):
     def test_kills(self):
         """SIGKILL evolve-copy at random moments: production is unchanged
         (or switched whole) and writable at once; a re-run converges."""
-        import transaction
         root = self.site('kills', objects=5, blobs=1)
         rng = random.Random(int(os.environ.get('SAFEDEPLOY_SEED', '17')))
 
@@ -799,26 +779,8 @@ class RelStorageTests(unittest.TestCase):
             # writable at once through RelStorage (the guard may need a
             # moment to allow connections again); the client goes away
             # again, so the copies are made by template
-            deadline = time.monotonic() + 20
-            while True:
-                tm = transaction.TransactionManager()
-                client = None
-                try:
-                    client = pgsupport.open_db(root.dsn,
-                                               self.blob_cache('kills'))
-                    conn = client.open(transaction_manager=tm)
-                    conn.root()['writes'][n] = n
-                    tm.commit()
-                    conn.close()
-                    return
-                except Exception:
-                    tm.abort()
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-                finally:
-                    if client is not None:
-                        client.close()
+            pgsupport.write_retrying(root.dsn, self.blob_cache('kills'), n, n)
+
         write(-1)
         started = time.monotonic()
         _, status = os.waitpid(self.fork_evolve_copy(root), 0)
