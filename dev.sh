@@ -4,13 +4,18 @@
 #   bash dev.sh demo     set everything up, then play the release story
 #   bash dev.sh test     set everything up, then run the whole test suite
 #   bash dev.sh setup    only set up
+#   bash dev.sh plone-wheelhouse
+#                        also download Plone (recipes/plone-site.cfg, the
+#                        opt-in SAFEDEPLOY_PLONE_SITE=1 test) into
+#                        var/wheelhouse-plone; not part of the set-up
 #
 # Everything lands inside this checkout:
 #   .venv/          Python environment for the tests, docs and benchmarks
 #   .venv-site/     a minimal environment that runs the sites' bin/buildout
 #                   (zc.buildout, zc.recipe.egg, collective.safedeploy)
 #   var/wheelhouse/ every distribution the tests and demo build from, so
-#                   that once set up nothing needs the network
+#                   that once set up nothing needs the network; with
+#                   Zope 5 and the recipes of recipes/zope-site.cfg
 set -euo pipefail
 cd "$(dirname "$0")"
 HERE="$(pwd)"
@@ -21,8 +26,8 @@ say() { echo "dev.sh: $*" >&2; }
 # what the set-up is made from: when none of it changed since the last
 # set-up, a second run reaches no network at all
 inputs_hash() {
-    cat setup.py requirements-dev.txt requirements-site.txt buildout.cfg \
-        dev.sh | "$PYTHON" -c \
+    cat setup.py requirements-dev.txt requirements-site.txt \
+        requirements-zope-site.txt buildout.cfg dev.sh | "$PYTHON" -c \
         'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'
 }
 
@@ -56,11 +61,35 @@ setup() {
     say "downloading the sites' distributions into var/wheelhouse"
     .venv/bin/python -m pip download -q -d var/wheelhouse \
         -r requirements-site.txt
+    # a pip download of its own: Zope's pins (ZODB 6.2, ...) are not the
+    # newest versions requirements-site.txt takes
+    say "downloading Zope 5.14.2 and the recipes of recipes/zope-site.cfg into var/wheelhouse (requirements-zope-site.txt)"
+    .venv/bin/python -m pip download -q -d var/wheelhouse \
+        -r requirements-zope-site.txt
     # the project's own buildout: bin/test (zc.recipe.testrunner)
     say "running the project's buildout (bin/test)"
     .venv/bin/buildout -q -c buildout.cfg
     echo "$want" > "$stamp"
     say "set up in $((SECONDS - started)) s; $(du -sh .venv .venv-site var/wheelhouse 2>/dev/null | awk '{printf "%s %s  ", $2, $1}')"
+}
+
+# Plone and everything it needs, for recipes/plone-site.cfg: a wheelhouse
+# of its own (var/wheelhouse-plone), downloaded only when asked for.
+plone_wheelhouse() {
+    local stamp=var/wheelhouse-plone.stamp want
+    want="$(cat requirements-plone-site.txt requirements-zope-site.txt | \
+        "$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        say "var/wheelhouse-plone is up to date (nothing fetched; remove $stamp to redo it)"
+        return
+    fi
+    started=$SECONDS
+    mkdir -p var/wheelhouse-plone
+    say "downloading Plone 6.2.2, Zope 5.14.2 and the recipes into var/wheelhouse-plone (requirements-plone-site.txt)"
+    .venv/bin/python -m pip download -q -d var/wheelhouse-plone \
+        -r requirements-plone-site.txt -r requirements-zope-site.txt
+    echo "$want" > "$stamp"
+    say "downloaded in $((SECONDS - started)) s; var/wheelhouse-plone $(du -sh var/wheelhouse-plone | cut -f1); run the Plone site test: SAFEDEPLOY_PLONE_SITE=1 bin/test -m test_zope_site"
 }
 
 # The whole suite, as three test runner processes side by side (most
@@ -115,13 +144,17 @@ case "${1:-test}" in
         fi
         run_suite
         ;;
+    plone-wheelhouse)
+        setup
+        plone_wheelhouse
+        ;;
     demo)
         setup
         shift || true
         exec .venv/bin/python example/demo.py "$@"
         ;;
     *)
-        echo "usage: bash dev.sh [setup|test|demo]" >&2
+        echo "usage: bash dev.sh [setup|test|demo|plone-wheelhouse]" >&2
         exit 2
         ;;
 esac
