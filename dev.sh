@@ -96,7 +96,7 @@ plone_wheelhouse() {
 # tests wait on subprocesses: bin/buildout, ZEO, PostgreSQL, HAProxy,
 # filesystems), then one summary line over all three.
 SUITE_GROUPS=('test_(interrupts|crash|snapshot|ansible|promote)'
-        'test_(evolve|data_prune|site_zeo)')
+        'test_(evolve|data_prune|site_zeo|zope_site)')
 run_suite() {
     mkdir -p var
     echo "running the test suite in three processes (logs: var/test-[123].log)"

@@ -168,5 +168,36 @@ class TestZEOSite(RecipeTestCase):
         self.assertIn('extends = recipes/zeo-site.cfg', text)
 
 
+class TestZopeAndPloneSites(unittest.TestCase):
+    """zope-site.cfg and plone-site.cfg are built by test_zope_site; here:
+    what their tops say, and that pip and buildout get the same pins."""
+
+    def read(self, name):
+        with open(os.path.join(RECIPES, name)) as f:
+            return f.read()
+
+    def test_documented_at_their_tops(self):
+        for name, start in (('zope-site.cfg', '# A Zope 5 site'),
+                            ('plone-site.cfg', '# A Plone 6 site')):
+            text = self.read(name)
+            self.assertTrue(text.startswith(start), name)
+            self.assertIn('extends = recipes/%s' % name, text)
+
+    def test_requirements_pin_what_the_versions_files_pin(self):
+        import configparser
+        versions = configparser.ConfigParser(interpolation=None)
+        versions.optionxform = str.lower
+        versions.read_string(self.read('zope-versions.cfg'))
+        pinned = dict(versions['versions'])
+        with open(os.path.join(support.CHECKOUT,
+                               'requirements-zope-site.txt')) as f:
+            required = dict(line.strip().lower().split('==')
+                            for line in f
+                            if line.strip() and not line.startswith('#'))
+        self.assertEqual(required, pinned)
+        self.assertEqual(pinned['zc.recipe.egg'], '6.0.0')
+        self.assertEqual(pinned['zc.lockfile'], '4.0')
+
+
 def test_suite():
     return unittest.defaultTestLoader.loadTestsFromName(__name__)
