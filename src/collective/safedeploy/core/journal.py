@@ -14,10 +14,8 @@ core.errors.Damaged`, naming the file and line), a listing shows the
 entry as damaged and goes on.
 """
 import datetime
-import getpass
 import json
 import os
-import socket
 
 from .errors import Damaged
 
@@ -28,6 +26,10 @@ def now():
 
 
 def who():
+    # imported here: only an entry being written needs them, and the
+    # listings start faster without them
+    import getpass
+    import socket
     try:
         user = getpass.getuser()
     except Exception:  # no passwd entry in a container

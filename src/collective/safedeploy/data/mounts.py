@@ -51,7 +51,14 @@ def fs_type(path):
 
 
 def zfs_dataset_at(path):
-    """The ZFS dataset whose mountpoint is ``path``, or None."""
+    """The ZFS dataset whose mountpoint is ``path``, or None.
+
+    Asks ``zfs list`` only when a filesystem is mounted at ``path`` itself
+    (a mounted dataset always is): a plain directory is answered from
+    /proc/self/mountinfo, without starting a process."""
+    found = mount_of(path)
+    if found is None or found[0] != os.path.realpath(path):
+        return None
     if shutil.which('zfs') is None:
         return None
     try:
