@@ -6,8 +6,9 @@ generates bin/snapshot, bin/rollback and bin/index the way the recipes do:
 zc.buildout's script machinery, the recipes' first lines
 (:data:`~collective.safedeploy.recipes.base.EARLY_SIGNALS`) and the
 keyword arguments of their defaults.  The scripts' ``sys.path`` lists this
-checkout's ``src`` (as a site's lists the collective.safedeploy egg) and
-the environment's site-packages (its dependencies).
+checkout's ``src`` and the environment's site-packages (the dependencies),
+as a site's lists the environment collective.safedeploy is installed in;
+not the editable install's import finder, which a site does not have.
 
 :func:`imported_modules` runs a command with ``-X importtime`` and returns
 every module it imported: what the start-up test checks and the start-up
