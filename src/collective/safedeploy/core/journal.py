@@ -13,7 +13,6 @@ refuses to go on from a damaged journal (:class:`~collective.safedeploy.
 core.errors.Damaged`, naming the file and line), a listing shows the
 entry as damaged and goes on.
 """
-import datetime
 import json
 import os
 
@@ -21,6 +20,7 @@ from .errors import Damaged
 
 
 def now():
+    import datetime   # only entries being written need it: start-up
     return datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec='microseconds')
 
