@@ -20,7 +20,6 @@ evolve.guard`, :mod:`collective.safedeploy.data.backends.zfs`).
 import logging
 import shlex
 import shutil
-import subprocess
 
 from .errors import CommandFailed
 from .errors import ConfigurationError
@@ -77,6 +76,9 @@ def run(args, what=None, timeout=None, output=CAPTURE, cwd=None, env=None,
     non-zero exit, a timeout or
     a command that cannot start raises :class:`CommandFailed`: "``what``
     failed: <last line>".  ``what`` defaults to the command line."""
+    # imported here: reading the configuration (split) and the listings
+    # run no command, and start faster without it
+    import subprocess
     args = [str(a) for a in args]
     what = what or describe(args[:3])
     logger.debug('running %s', describe(args))

@@ -10,7 +10,6 @@ import os
 import shutil
 import sys
 import threading
-import uuid
 
 
 def fsync_directory(path):
@@ -42,9 +41,15 @@ def syncfs(path):
         os.close(fd)
 
 
+def random_suffix(length):
+    """``length`` random hex digits, for names that must not collide
+    (without the uuid module, which costs the listings' start-up)."""
+    return os.urandom((length + 1) // 2).hex()[:length]
+
+
 def _temporary_name(path):
     directory, name = os.path.split(path)
-    return os.path.join(directory, '.%s.%s.tmp' % (name, uuid.uuid4().hex[:12]))
+    return os.path.join(directory, '.%s.%s.tmp' % (name, random_suffix(12)))
 
 
 def _replace(path, make, durable=True):
@@ -121,7 +126,7 @@ def remove_tree(path, trash_prefix='.trash-'):
         return
     directory, name = os.path.split(path)
     trash = os.path.join(directory, '%s%s-%s' % (
-        trash_prefix, name, uuid.uuid4().hex[:8]))
+        trash_prefix, name, random_suffix(8)))
     os.rename(path, trash)
     fsync_directory(directory)
     _rmtree(trash)

@@ -13,21 +13,23 @@ refuses to go on from a damaged journal (:class:`~collective.safedeploy.
 core.errors.Damaged`, naming the file and line), a listing shows the
 entry as damaged and goes on.
 """
-import datetime
-import getpass
 import json
 import os
-import socket
 
 from .errors import Damaged
 
 
 def now():
+    import datetime   # only entries being written need it: start-up
     return datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec='microseconds')
 
 
 def who():
+    # imported here: only an entry being written needs them, and the
+    # listings start faster without them
+    import getpass
+    import socket
     try:
         user = getpass.getuser()
     except Exception:  # no passwd entry in a container

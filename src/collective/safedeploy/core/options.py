@@ -8,10 +8,8 @@ port outside 1-65535, a URL that does not parse, a command line whose
 quotes do not balance -- each with one line naming the option and what to
 write instead.  Nothing is staged, locked or written before that.
 """
-import difflib
 import math
 import os
-import urllib.parse
 
 from . import commands
 from .errors import ConfigurationError
@@ -47,6 +45,7 @@ class Schema:
             if name in self.options or name in self.allowed or \
                     name.startswith('_'):
                 continue
+            import difflib  # only for the error: start-up stays light
             close = difflib.get_close_matches(
                 name, list(self.options) + sorted(self.allowed), n=1,
                 cutoff=0.6)
@@ -155,6 +154,7 @@ def url(raw, where):
     value = (raw or '').strip()
     if not value:
         return ''
+    import urllib.parse  # only url options need it: start-up stays light
     parsed = urllib.parse.urlsplit(value)
     try:
         parsed.port

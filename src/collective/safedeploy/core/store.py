@@ -35,7 +35,6 @@ import collections
 import json
 import os
 import re
-import uuid
 
 from . import fsutil
 from .errors import ConfigurationError
@@ -202,7 +201,7 @@ def claim(directory, kind, legacy=None):
             os.path.join(directory, MARKER)):
         os.makedirs(directory, exist_ok=True)
         fsutil.atomic_write_json(os.path.join(directory, MARKER), dict(
-            kind=kind, id=uuid.uuid4().hex, created=now()))
+            kind=kind, id=fsutil.random_suffix(32), created=now()))
 
 
 class Store:

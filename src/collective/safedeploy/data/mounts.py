@@ -51,15 +51,25 @@ def fs_type(path):
 
 
 def zfs_dataset_at(path):
-    """The ZFS dataset whose mountpoint is ``path``, or None."""
-    if shutil.which('zfs') is None:
+    """The ZFS dataset whose mountpoint is ``path``, or None.
+
+    Asks ``zfs list`` only when a filesystem is mounted at ``path`` itself
+    (a mounted dataset always is): a plain directory is answered from
+    /proc/self/mountinfo, without starting a process (without it, zfs
+    is asked)."""
+    path = os.path.realpath(path)
+    try:
+        found = mount_of(path)
+        mounted_here = found is not None and found[0] == path
+    except OSError:     # no /proc/self/mountinfo
+        mounted_here = True
+    if not mounted_here or shutil.which('zfs') is None:
         return None
     try:
         out = command(['zfs', 'list', '-H', '-o', 'name,mountpoint',
                        '-t', 'filesystem'])
     except CommandFailed:
         return None
-    path = os.path.realpath(path)
     for line in out.splitlines():
         name, _, mountpoint = line.partition('\t')
         if mountpoint.startswith('/') and \

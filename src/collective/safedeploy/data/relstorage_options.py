@@ -4,7 +4,6 @@ takes before a flip, and bin/rollback's switch back and restore (the
 generations themselves: :mod:`.relstorage`)."""
 from ..core import options as opts
 from ..core.errors import ConfigurationError
-from .relstorage import RelStorageRoot
 
 #: the options the snapshot and evolve-copy parts share for RelStorage
 OPTIONS = [
@@ -42,6 +41,9 @@ def root_from_options(option):
     if keep not in ('true', 'false', ''):
         raise ConfigurationError('keep-history = %s: use true or false (or '
                                  'leave it out: the schema says)' % keep)
+    # imported only when a part says storage = relstorage: a FileStorage
+    # site's commands never load it
+    from .relstorage import RelStorageRoot
     return RelStorageRoot(
         data, dsn, keep_history={'true': True, 'false': False}.get(keep),
         blob_cache=option('blob-cache') or None,

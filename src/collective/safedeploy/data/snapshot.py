@@ -31,9 +31,9 @@ there ran on, the previous good one, nor one holding transactions a
 restore or rollback discarded (``bin/snapshot --prune --discard-writes``
 lets those go too).
 """
-import datetime
 import logging
 import os
+import time
 
 from . import backends
 from . import relstorage_options
@@ -102,7 +102,7 @@ def backend_for(options):
 
 def default_name(taken):
     """A time-based name, unique even when taken twice in one second."""
-    base = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    base = time.strftime('%Y%m%d-%H%M%S')
     return unique(base, taken)
 
 

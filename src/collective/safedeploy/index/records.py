@@ -21,8 +21,6 @@ that looks complete.
 """
 import os
 
-from packaging.utils import canonicalize_name
-
 from ..core.errors import NotFound
 from ..core.errors import SafeDeployError
 from ..core.fsutil import sha256
@@ -74,6 +72,9 @@ def verify(indexes_dir, pool_dir, tag):
     """Check every file of ``tag``'s index: present, linked from the pool,
     listed by the simple index, with its recorded sha256.  Returns a list
     of (file, problem or None)."""
+    # packaging.utils (typing, packaging.tags ...) only for a check:
+    # bin/index --list starts without it
+    from packaging.utils import canonicalize_name
     path = index_path(indexes_dir, tag)
     record = read_record(path)
     results = []

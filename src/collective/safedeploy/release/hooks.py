@@ -11,8 +11,6 @@ Both get the release in their environment: ``SAFEDEPLOY_TAG``,
 import logging
 import os
 import time
-import urllib.error
-import urllib.request
 
 from ..core import commands
 from ..core.errors import CommandFailed
@@ -47,6 +45,10 @@ def after_flip(command, cwd, tag=None, release=None, previous=None):
 
 
 def _check_url(url, remaining):
+    # imported here: urllib.request (http.client, ssl, email) is the
+    # heaviest import of all, and only a URL health check needs it
+    import urllib.error
+    import urllib.request
     try:
         with urllib.request.urlopen(url, timeout=max(min(remaining, 10), 0.5)
                                     ) as response:

@@ -21,7 +21,6 @@ too, and the last line says where code and data are.
 import logging
 import os
 
-from . import lifecycle
 from . import pairing
 from . import settings as configuration
 from ..core import cli
@@ -198,6 +197,9 @@ def plan_data(gens, target, with_data, discard_writes, snapshot,
 def rollback(releases_directory, current, buildout_directory=None,
              tag=None, dry_run=False, with_data=False,
              discard_writes=False, snapshot=None, evolve_copy=None):
+    # the release machinery (hooks, excluded parts) loads only when current
+    # is to move: bin/rollback --list starts without it
+    from . import lifecycle
     gens = configuration.releases(releases_directory, current)
     if dry_run:       # writes nothing, not even the lock file
         if not gens.owned():
@@ -305,6 +307,7 @@ def flip(releases_directory, current, tag, buildout_directory=None,
          dry_run=False, snapshot=None, snapshot_before_flip=False):
     """``current`` -> ``tag``.  With ``snapshot_before_flip`` the data is
     snapshotted first, as bin/buildout does before a flip."""
+    from . import lifecycle   # as in rollback(): not for --list
     gens = configuration.releases(releases_directory, current)
     if not gens.owned():
         raise NotFound('no releases in %s' % releases_directory)

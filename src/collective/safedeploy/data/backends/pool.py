@@ -47,7 +47,6 @@ transaction and unreferenced pool files (removed by it too); an index saved
 past what is kept is removed with the bytes it describes.
 """
 import errno
-import hashlib
 import os
 import shutil
 
@@ -77,6 +76,7 @@ def tid_int(tid_hex):
 
 
 def hash_range(fd, start, end):
+    import hashlib  # loads OpenSSL: only where bytes are hashed
     digest = hashlib.sha256()
     pos = start
     while pos < end:
