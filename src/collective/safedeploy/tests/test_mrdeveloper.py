@@ -130,10 +130,10 @@ class MrDeveloperCase(ReleaseTestCase):
             if name.startswith('mr.developer'):
                 shutil.rmtree(os.path.join(self.eggs, 'v5', name))
 
-    def build(self, tag, first):
+    def build(self, tag, *args, first):
         """Release ``tag``; ``first``: whose load hook must run first
         ('mr.developer' or 'safedeploy')."""
-        result = self.release(tag)
+        result = self.release(tag, *args)
         self.assertReleased(result, tag)
         lines = result.lines
         ours = [n for n, line in enumerate(lines)
@@ -246,6 +246,36 @@ class TestMrDeveloperListedFirst(MrDeveloperCase):
             support.tree_state(self.sample.path('releases', '1.0')), before)
         self.assertFrozen('1.0', 'one', one)
 
+    def test_installing_an_excluded_part_changes_no_release(self):
+        # the excluded part is installed by a bin/buildout of its own,
+        # outside the releases, in which mr.developer runs too
+        more = '''
+            [safedeploy]
+            exclude-parts = tool
+
+            [tool]
+            recipe = zc.recipe.egg
+            eggs = zc.lockfile
+            '''
+        one = self.mrpkg.head
+        self.configure(always_checkout=True, parts='tool app rollback',
+                       more=more)
+        result = self.build('1.0', first='mr.developer')
+        self.assertIn('Installing tool outside the releases.', result.output)
+        self.assertFrozen('1.0', 'one', one)
+        before = support.tree_state(self.sample.path('releases', '1.0'))
+        two = self.mrpkg.commit('two')
+        result = self.build('1.1', 'safedeploy:update-excluded-parts=tool',
+                            first='safedeploy')
+        self.assertIn('Installing tool outside the releases.', result.output)
+        self.assertFrozen('1.1', 'two', two)
+        self.assertEqual(
+            support.tree_state(self.sample.path('releases', '1.0')), before)
+        # bin/develop rebuild still has the release's command, not the
+        # excluded part's
+        self.assertIn("'safedeploy:tag=1.1'",
+                      self.sample.read('.mr.developer.cfg'))
+
     def test_bin_develop_is_in_the_root_bin_and_works_on_the_site(self):
         one = self.mrpkg.head
         self.configure()
@@ -282,6 +312,10 @@ class TestMrDeveloperListedFirst(MrDeveloperCase):
                          'extrapkg one')
         self.assertEqual(sorted(self.develop_sources('1.2')),
                          ['extrapkg', 'mrpkg'])
+        # "run buildout with the last used arguments": the same tag, which
+        # is complete and never rebuilt
+        self.assertIn('release 1.2 is current and complete; nothing to do',
+                      bin_develop('rebuild'))
 
         r = self.rollback('1.0')
         self.assertEqual(r.returncode, 0, r)
