@@ -93,9 +93,12 @@ class MrDeveloperCase(ReleaseTestCase):
         self.extra = Upstream(upstream, 'extrapkg')
 
     def configure(self, auto_checkout='mrpkg', always_checkout=False,
-                  parts='app rollback', index='off', more=''):
-        self.sample.write_config('''\
-            eggs-directory = %s
+                  parts='app rollback', index='off', safedeploy='',
+                  more=''):
+        # the sample's head, with an eggs directory of the test's own
+        head = self.sample.head().replace(
+            support.shared_directory('eggs'), self.eggs)
+        self.sample.write('buildout.cfg', head + textwrap.dedent('''\
             extensions = %s
             auto-checkout = %s
             always-checkout = %s
@@ -107,6 +110,7 @@ class MrDeveloperCase(ReleaseTestCase):
 
             [safedeploy]
             index = %s
+            %s
 
             [app]
             recipe = zc.recipe.egg
@@ -118,10 +122,10 @@ class MrDeveloperCase(ReleaseTestCase):
 
             [rollback]
             recipe = collective.safedeploy:rollback
-            %s''' % (self.eggs, self.extensions, auto_checkout,
-                     'true' if always_checkout else 'false', parts,
-                     self.mrpkg.url, self.extra.url, index,
-                     textwrap.dedent(more)))
+            %s''') % (
+            self.extensions, auto_checkout,
+            'true' if always_checkout else 'false', parts, self.mrpkg.url,
+            self.extra.url, index, safedeploy, textwrap.dedent(more)))
 
     def reinstall_mr_developer(self):
         """The next build installs mr.developer again: its hook runs
@@ -250,16 +254,13 @@ class TestMrDeveloperListedFirst(MrDeveloperCase):
         # the excluded part is installed by a bin/buildout of its own,
         # outside the releases, in which mr.developer runs too
         more = '''
-            [safedeploy]
-            exclude-parts = tool
-
             [tool]
             recipe = zc.recipe.egg
             eggs = zc.lockfile
             '''
         one = self.mrpkg.head
         self.configure(always_checkout=True, parts='tool app rollback',
-                       more=more)
+                       safedeploy='exclude-parts = tool', more=more)
         result = self.build('1.0', first='mr.developer')
         self.assertIn('Installing tool outside the releases.', result.output)
         self.assertFrozen('1.0', 'one', one)
