@@ -276,10 +276,12 @@ class Run:
                 develop, self.path, self.settings.buildout_directory)
             b['develop'] = '\n'.join(f['frozen'] for f in self.frozen)
         for entry in self.frozen:
+            at = ''
+            if entry.get('revision'):
+                at = ' at %s%s' % (entry['revision'][:12], ' (modified)'
+                                   if entry['modified'] else '')
             logger.info('stage: froze %s%s into release %s', entry['source'],
-                        ' at %s%s' % (entry['revision'][:12], ' (modified)'
-                                      if entry['modified'] else '')
-                        if entry.get('revision') else '', self.settings.tag)
+                        at, self.settings.tag)
 
     # -- unload ----------------------------------------------------------
 

@@ -211,6 +211,8 @@ class TestMrDeveloperListedFirst(MrDeveloperCase):
         self.assertIn("mr.developer: Updated 'mrpkg' with git.",
                       result.output)
         # what always-checkout updated during the run is what was frozen
+        self.assertIn('stage: froze %s at %s into release 1.1' % (
+            self.sample.path('src', 'mrpkg'), two[:12]), result.output)
         self.assertFrozen('1.1', 'two', two)
         self.assertEqual(self.run_script('current'), 'mrpkg two')
         self.assertFrozen('1.0', 'one', one)
