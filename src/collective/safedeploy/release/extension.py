@@ -6,8 +6,11 @@ anything; ``unload`` runs only at the end of a wholly successful
 
 - ``load`` *stages* the release: takes the lock, creates releases/<tag>,
   redirects bin, parts, develop-eggs and the installed-parts record into
-  it, freezes the develop sources into it and starts recording every
-  distribution used.  The eggs directory and download cache stay shared.
+  it and starts recording every distribution used.  The eggs directory
+  and download cache stay shared.  The develop sources are frozen into
+  it later, when buildout builds the develop eggs: only then have all
+  extensions' load hooks run (mr.developer's adds its checkouts), in
+  whatever order buildout called them.
 - buildout *builds* the parts into the release;
 - ``unload`` *verifies* the release is complete, *publishes* it (manifest),
   *flips* ``current`` with the health gate and *finishes* (prunes).
@@ -52,6 +55,8 @@ logger = logging.getLogger('collective.safedeploy')
 NAME = 'collective.safedeploy'
 # set for the buildout run that installs exclude-parts outside releases
 PHASE = excluded_parts.PHASE
+# the part mr.developer adds for its bin/develop
+MR_DEVELOPER_PART = '_mr.developer'
 
 
 class SafeDeployUserError(zc.buildout.UserError):
@@ -84,6 +89,7 @@ class Run:
         self.read_early = []
         self.recorded = {}      # excluded part: its installed options
         self.updated = []       # excluded parts this build updated
+        self.frozen = []        # the develop sources copied into it
 
     # -- load: check everything, then stage ------------------------------
 
@@ -252,15 +258,30 @@ class Run:
                 self.root_installed, part)
         self.forget_excluded()
 
-    def freeze_develop(self):
-        """Just before buildout builds the develop eggs -- after every
-        extension (mr.developer adds its checkouts) ran -- copy each
-        develop source into the release."""
+    def before_install(self):
+        """Just before buildout builds the develop eggs, after every
+        extension's load ran -- buildout calls them in working-set order,
+        not in the order of ``extensions =``, so mr.developer's may have
+        run before or after ours: by now it has made or updated its
+        checkouts (auto-checkout, always-checkout, ``bin/develop``), put
+        them in ``develop`` and added its ``_mr.developer`` part.  Copy
+        each develop source into the release as it is now (what is built
+        is the copy), and take the parts as they are now."""
         b = self.buildout['buildout']
+        self.configured_parts = [p for p in b['parts'].split()
+                                 if p not in self.settings.exclude_parts]
         develop = b.get('develop', '').split()
         if develop:
-            b['develop'] = '\n'.join(lifecycle.freeze_sources(
-                develop, self.path, self.settings.buildout_directory))
+            self.frozen = lifecycle.freeze_sources(
+                develop, self.path, self.settings.buildout_directory)
+            b['develop'] = '\n'.join(f['frozen'] for f in self.frozen)
+        for entry in self.frozen:
+            at = ''
+            if entry.get('revision'):
+                at = ' at %s%s' % (entry['revision'][:12], ' (modified)'
+                                   if entry['modified'] else '')
+            logger.info('stage: froze %s%s into release %s', entry['source'],
+                        at, self.settings.tag)
 
     # -- unload ----------------------------------------------------------
 
@@ -274,8 +295,8 @@ class Run:
         raw = {k: dict(v) for k, v in self.buildout._raw.items()}
         manifest = lifecycle.describe(s, self.path, raw, dists, parts, extra={
             'root-bin-directory': self.original['bin-directory'],
-            'root-scripts': sorted(getattr(
-                self.buildout, '_safedeploy_root_scripts', ())),
+            'root-scripts': sorted(self.root_scripts(parts)),
+            'develop-sources': self.frozen,
             'excluded': {'parts': list(s.exclude_parts),
                          'updated': list(self.updated),
                          'installed-file': getattr(self, 'root_installed',
@@ -307,6 +328,18 @@ class Run:
         self.done = True
         lifecycle.finish(s)
         logger.info('current -> %s', s.tag)
+
+    def root_scripts(self, parts):
+        """The scripts installed into the buildout's own bin directory
+        when the release becomes current: our recipes' (bin/rollback,
+        ...) and mr.developer's bin/develop, which works on the site's
+        checkouts (its documented place; it needs nothing from a
+        release)."""
+        names = set(getattr(self.buildout, '_safedeploy_root_scripts', ()))
+        if MR_DEVELOPER_PART in parts and os.path.isfile(
+                os.path.join(self.path, 'bin', 'develop')):
+            names.add('develop')
+        return names
 
     def abandon(self, what=None, where=None):
         """At exit, if the release was not published: mark it failed and
@@ -554,7 +587,7 @@ def load(buildout):
 
     def _develop():
         try:
-            run.freeze_develop()
+            run.before_install()
         except (OSError, shutil.Error) as e:
             raise SafeDeployUserError('staging release %s failed: %s' % (
                 settings.tag, describe(e)))

@@ -152,7 +152,10 @@ def stage(settings):
 
 
 def freeze_sources(develop, release_path, buildout_directory):
-    """Copy each develop source into the release; return the new paths.
+    """Copy each develop source into the release; return, for each, what
+    was frozen: ``source``, ``frozen`` (its copy) and, for a git checkout
+    (mr.developer's), the ``revision`` it was at and whether tracked
+    files were ``modified`` since.
 
     An old release keeps running its own code after the working copy
     moves on.
@@ -168,8 +171,25 @@ def freeze_sources(develop, release_path, buildout_directory):
         shutil.copytree(source, dest, symlinks=True, ignore=(
             shutil.ignore_patterns('.git', '.hg', '*.egg-info', 'build',
                                    '__pycache__', '*.pyc', '.tox', '.venv')))
-        frozen.append(dest)
+        entry = {'source': source, 'frozen': dest}
+        entry.update(source_revision(source))
+        frozen.append(entry)
     return frozen
+
+
+def source_revision(source):
+    """{'revision': commit, 'modified': bool} of a source that is the top
+    of a git checkout; {} for any other."""
+    if not os.path.exists(os.path.join(source, '.git')):
+        return {}
+    head = commands.run(['git', 'rev-parse', 'HEAD'], cwd=source,
+                        check=False)
+    if head.returncode:
+        return {}
+    status = commands.run(['git', 'status', '--porcelain',
+                           '--untracked-files=no'], cwd=source, check=False)
+    return {'revision': head.stdout.strip(),
+            'modified': bool(status.returncode or status.stdout.strip())}
 
 
 # -- verify ----------------------------------------------------------------
