@@ -39,6 +39,7 @@ from . import excluded as excluded_parts
 from . import lifecycle
 from . import pairing
 from . import settings as configuration
+from . import thirdparty
 from . import through_current
 from ..core import cli
 from ..core import commands
@@ -268,6 +269,8 @@ class Run:
         s = self.settings
         gens = s.releases()
         parts = lifecycle.verify(s, self.path, self.configured_parts)
+        thirdparty.after_build(self.buildout, self.path,
+                               self.configured_parts)
         through_current.rewrite(s, self.buildout, self.path,
                                 self.configured_parts)
         dists = self.recorder.distributions() if self.recorder else []
@@ -563,9 +566,12 @@ def load(buildout):
     signatures = buildout._compute_part_signatures
 
     def _compute_part_signatures(install_parts):
-        # install_parts is buildout's own list: reordered in place
+        # every part is read now, none installed yet; install_parts is
+        # buildout's own list: reordered in place
         install_parts[:] = in_configured_order(
             install_parts, run.read_early, run.configured_parts)
+        thirdparty.configure(buildout, settings.buildout_directory,
+                             run.configured_parts, data_part(buildout))
         return signatures(install_parts)
     buildout._compute_part_signatures = _compute_part_signatures
     run.recorder = distributions.Recorder(buildout)
@@ -636,13 +642,19 @@ DATA_RECIPES = ('collective.safedeploy:snapshot',
                 'collective.safedeploy:evolve-copy')
 
 
-def data_root(buildout):
-    """The data root a safedeploy data part of this buildout names."""
+def data_part(buildout):
+    """The options of this buildout's safedeploy data part, or None."""
     for part in buildout['buildout']['parts'].split():
         if configuration.has_section(buildout, part) and \
                 buildout[part].get('recipe') in DATA_RECIPES:
-            return buildout[part].get('data') or None
+            return buildout[part]
     return None
+
+
+def data_root(buildout):
+    """The data root a safedeploy data part of this buildout names."""
+    part = data_part(buildout)
+    return (part.get('data') or None) if part is not None else None
 
 
 def data_generation(buildout):
