@@ -162,9 +162,14 @@ def backup_settings(buildout, part, site_directory, data=None):
     if blobs:
         give('blob_storage', site_path(site_directory, blobs).rstrip(os.sep))
     if given:
-        logger.info('[%s] collective.recipe.backup under the site, not the '
-                    'release: %s', part, ', '.join(
-                        '%s = %s' % item for item in sorted(given.items())))
+        def shown(path):
+            rel = os.path.relpath(path, site_directory)
+            return path if rel.startswith('..') else rel
+        logger.info('[%s] collective.recipe.backup: the site\'s paths, not '
+                    'the release\'s (relative to %s): %s', part,
+                    site_directory, ', '.join(
+                        '%s = %s' % (option, shown(value))
+                        for option, value in sorted(given.items())))
     return given
 
 
