@@ -101,8 +101,9 @@ def data_storage(site_directory, data):
     (None, None) without one."""
     from ..data.layout import CURRENT
     from ..data.layout import parse_files
-    if not data or not data.get('data'):
-        return None, None
+    if not data or not data.get('data') or \
+            (data.get('storage') or 'filestorage') != 'filestorage':
+        return None, None       # (repozo backs up FileStorages only)
     root = os.path.join(site_path(site_directory, data['data']), CURRENT)
     for storage in parse_files(data.get('files') or None):
         if storage.fs:

@@ -164,5 +164,60 @@ class TestBackupRecipe(unittest.TestCase):
         self.assertIn('Halting execution: rsync', r.output)
 
 
+@support.skip_unless(HAVE_RSYNC, 'rsync is not installed (collective.recipe.'
+                     'backup copies blobs with it)')
+class TestBackupWithExcludedZEOServer(unittest.TestCase):
+    """The recipe reads the storage paths from the ZEO server part; in
+    exclude-parts, that part is read as it is installed."""
+
+    def test_storage_paths_from_the_zeo_server(self):
+        sample = support.SampleBuildout()
+        self.addCleanup(sample.cleanup)
+        data = sample.path('data')
+        zodbsupport.make_site_data(data, transactions=3, blobs=2)
+        sample.write_config('''\
+            extensions = collective.safedeploy
+            parts = zeoserver repozo backup
+
+            [safedeploy]
+            index = off
+            exclude-parts = zeoserver
+
+            [zeoserver]
+            recipe = plone.recipe.zeoserver
+            zeo-address = 127.0.0.1:8199
+            file-storage = ${buildout:directory}/data/filestorage/Data.fs
+            blob-storage = ${buildout:directory}/data/blobstorage
+
+            [repozo]
+            recipe = zc.recipe.egg
+            eggs = ZODB
+            scripts = repozo
+
+            [backup]
+            recipe = collective.recipe.backup
+            ''')
+        for tag in ('1.0', '1.1'):
+            r = sample.buildout('safedeploy:tag=%s' % tag)
+            self.assertEqual(r.returncode, 0, r)
+            self.assertEqual(r.last_line, 'current -> %s' % tag, r)
+            installed = sample.read('releases', tag, '.installed.cfg')
+            for line in (
+                    'datafs = %s' % os.path.join(data, 'filestorage',
+                                                 'Data.fs'),
+                    'blob_storage = %s' % os.path.join(data, 'blobstorage'),
+                    'location = %s' % sample.path('var', 'backups'),
+                    'blobbackuplocation = %s' % sample.path(
+                        'var', 'blobstoragebackups')):
+                self.assertIn(line + '\n', installed, tag)
+        self.assertTrue(os.path.exists(sample.path('bin', 'zeoserver')))
+        r = support.run([sample.path('current', 'bin', 'backup')],
+                        cwd=sample.directory)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertTrue(os.listdir(sample.path('var', 'backups')), r)
+        self.assertTrue(os.listdir(sample.path('var', 'blobstoragebackups')),
+                        r)
+
+
 def test_suite():
     return unittest.defaultTestLoader.loadTestsFromName(__name__)
