@@ -251,6 +251,8 @@ class Run:
         for part in first + update:
             self.recorded[part] = excluded_parts.installed_options(
                 self.root_installed, part)
+        thirdparty.after_build(self.buildout, s.buildout_directory,
+                               first + update, self.root_installed)
         self.forget_excluded()
 
     def freeze_develop(self):

@@ -57,15 +57,19 @@ def configure(buildout, site_directory, parts, data=None):
             backup_settings(buildout, part, site_directory, data)
 
 
-def after_build(buildout, release_path, parts):
-    """After the parts are installed into the release, before it is
-    complete: fix what third-party recipes generated there."""
-    installed = os.path.join(release_path, '.installed.cfg')
+def after_build(buildout, directory, parts, installed=None):
+    """After the parts are installed into the release (``directory``),
+    before it is complete -- or excluded parts into the site, with the
+    site's ``installed`` file: fix what third-party recipes generated
+    there."""
+    top = directory.rstrip(os.sep) + os.sep
+    installed = installed or os.path.join(directory, '.installed.cfg')
     for part in parts:
         if recipe_of(buildout, part) in BACKUP_RECIPES:
-            strict_backup_scripts(part, [
-                p for p in installed_paths(installed, part)
-                if p.startswith(release_path.rstrip(os.sep) + os.sep)])
+            paths = [os.path.join(directory, p)
+                     for p in installed_paths(installed, part)]
+            strict_backup_scripts(part, [p for p in paths
+                                         if p.startswith(top)])
 
 
 # -- collective.recipe.backup ---------------------------------------------

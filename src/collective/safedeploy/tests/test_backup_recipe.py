@@ -168,7 +168,8 @@ class TestBackupRecipe(unittest.TestCase):
                      'backup copies blobs with it)')
 class TestBackupWithExcludedZEOServer(unittest.TestCase):
     """The recipe reads the storage paths from the ZEO server part; in
-    exclude-parts, that part is read as it is installed."""
+    exclude-parts, that part is read as it is installed.  A backup part in
+    exclude-parts has the site's paths by itself, and strict scripts."""
 
     def test_storage_paths_from_the_zeo_server(self):
         sample = support.SampleBuildout()
@@ -177,11 +178,11 @@ class TestBackupWithExcludedZEOServer(unittest.TestCase):
         zodbsupport.make_site_data(data, transactions=3, blobs=2)
         sample.write_config('''\
             extensions = collective.safedeploy
-            parts = zeoserver repozo backup
+            parts = zeoserver repozo backup blobs
 
             [safedeploy]
             index = off
-            exclude-parts = zeoserver
+            exclude-parts = zeoserver blobs
 
             [zeoserver]
             recipe = plone.recipe.zeoserver
@@ -196,6 +197,11 @@ class TestBackupWithExcludedZEOServer(unittest.TestCase):
 
             [backup]
             recipe = collective.recipe.backup
+
+            # installed outside the releases: its defaults are the site's
+            [blobs]
+            recipe = collective.recipe.backup
+            only_blobs = true
             ''')
         for tag in ('1.0', '1.1'):
             r = sample.buildout('safedeploy:tag=%s' % tag)
@@ -216,6 +222,17 @@ class TestBackupWithExcludedZEOServer(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r)
         self.assertTrue(os.listdir(sample.path('var', 'backups')), r)
         self.assertTrue(os.listdir(sample.path('var', 'blobstoragebackups')),
+                        r)
+        # the excluded one, built by the first release build: strict too
+        zodbsupport.commit(os.path.join(data, 'filestorage', 'Data.fs'),
+                           os.path.join(data, 'blobstorage'))
+        r = support.run([sample.path('bin', 'blobs')], cwd=sample.directory,
+                        env=NO_RSYNC)
+        self.assertNotEqual(r.returncode, 0, r)
+        self.assertIn('Halting execution: rsync', r.output)
+        r = support.run([sample.path('bin', 'blobs')], cwd=sample.directory)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertTrue(os.listdir(sample.path('var', 'blobs-blobstorages')),
                         r)
 
 
