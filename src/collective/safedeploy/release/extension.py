@@ -42,6 +42,7 @@ from . import excluded as excluded_parts
 from . import lifecycle
 from . import pairing
 from . import settings as configuration
+from . import thirdparty
 from . import through_current
 from ..core import cli
 from ..core import commands
@@ -256,6 +257,8 @@ class Run:
         for part in first + update:
             self.recorded[part] = excluded_parts.installed_options(
                 self.root_installed, part)
+        thirdparty.after_build(self.buildout, s.buildout_directory,
+                               first + update, self.root_installed)
         self.forget_excluded()
 
     def before_install(self):
@@ -289,6 +292,8 @@ class Run:
         s = self.settings
         gens = s.releases()
         parts = lifecycle.verify(s, self.path, self.configured_parts)
+        thirdparty.after_build(self.buildout, self.path,
+                               self.configured_parts)
         through_current.rewrite(s, self.buildout, self.path,
                                 self.configured_parts)
         dists = self.recorder.distributions() if self.recorder else []
@@ -596,9 +601,12 @@ def load(buildout):
     signatures = buildout._compute_part_signatures
 
     def _compute_part_signatures(install_parts):
-        # install_parts is buildout's own list: reordered in place
+        # every part is read now, none installed yet; install_parts is
+        # buildout's own list: reordered in place
         install_parts[:] = in_configured_order(
             install_parts, run.read_early, run.configured_parts)
+        thirdparty.configure(buildout, settings.buildout_directory,
+                             run.configured_parts, data_part(buildout))
         return signatures(install_parts)
     buildout._compute_part_signatures = _compute_part_signatures
     run.recorder = distributions.Recorder(buildout)
@@ -669,13 +677,19 @@ DATA_RECIPES = ('collective.safedeploy:snapshot',
                 'collective.safedeploy:evolve-copy')
 
 
-def data_root(buildout):
-    """The data root a safedeploy data part of this buildout names."""
+def data_part(buildout):
+    """The options of this buildout's safedeploy data part, or None."""
     for part in buildout['buildout']['parts'].split():
         if configuration.has_section(buildout, part) and \
                 buildout[part].get('recipe') in DATA_RECIPES:
-            return buildout[part].get('data') or None
+            return buildout[part]
     return None
+
+
+def data_root(buildout):
+    """The data root a safedeploy data part of this buildout names."""
+    part = data_part(buildout)
+    return (part.get('data') or None) if part is not None else None
 
 
 def data_generation(buildout):
