@@ -129,7 +129,8 @@ def options_class(base, buildout, recorded):
 
 # -- installing -------------------------------------------------------------
 
-def install_parts(settings, parts, argv_options, download_cache=None):
+def install_parts(settings, parts, argv_options, download_cache=None,
+                  checkouts_frozen=False):
     """``bin/buildout install PARTS`` outside the releases, the
     extension off (the other excluded parts stay as they are)."""
     logger.info('Installing %s outside the releases.', ', '.join(parts))
@@ -137,6 +138,10 @@ def install_parts(settings, parts, argv_options, download_cache=None):
         'buildout:parts=%s' % ' '.join(settings.exclude_parts)]
     if download_cache:      # the same one, also when we gave it
         args.append('buildout:download-cache=%s' % download_cache)
+    if checkouts_frozen:
+        # mr.developer: the release run already checked out and froze the
+        # sources; this run must not update them behind the frozen copy
+        args.append('buildout:always-checkout=false')
     args += ['install'] + list(parts)
     env = dict(os.environ, **{PHASE: 'shared-parts'})
     p = commands.run(args, cwd=settings.buildout_directory, env=env,

@@ -249,7 +249,9 @@ class Run:
                                     p: configured[p] for p in update})
         excluded_parts.install_parts(
             s, first + update, buildout_command()[0],
-            self.buildout['buildout'].get('download-cache'))
+            self.buildout['buildout'].get('download-cache'),
+            checkouts_frozen='mr.developer' in self.buildout['buildout']
+            .get('extensions', '').split())
         if first:
             gens.journal.append('excluded-installed', name=s.tag,
                                 parts=first, configured={

@@ -272,6 +272,10 @@ class TestMrDeveloperListedFirst(MrDeveloperCase):
                             first='safedeploy')
         self.assertIn('Installing tool outside the releases.', result.output)
         self.assertFrozen('1.1', 'two', two)
+        # always-checkout updated the source once, before the freeze: the
+        # excluded part's run does not update it again
+        self.assertEqual(result.output.count("Updated 'mrpkg' with git."), 1,
+                         result.output)
         self.assertEqual(
             support.tree_state(self.sample.path('releases', '1.0')), before)
         # bin/develop rebuild still has the release's command, not the
