@@ -309,6 +309,7 @@ class Run:
                          'installed-file': getattr(self, 'root_installed',
                                                    None)},
         })
+        lifecycle.write_annotated(self.path, self.buildout, s.tag)
         if s.index != 'off':
             # before the release is complete: a required index that cannot
             # be built leaves it unpublished, and the tag can be rebuilt

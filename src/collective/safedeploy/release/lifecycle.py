@@ -253,6 +253,38 @@ def describe(settings, release_path, configuration, distributions, parts,
     return manifest
 
 
+def write_annotated(release_path, buildout, tag):
+    """``releases/<tag>/annotate.txt``: ``bin/buildout annotate`` for what
+    the release was built with.  Buildout 6 loads no extension for
+    ``annotate``, so the command shows the configuration as written
+    (``bin-directory = bin``); this file is the same listing with every
+    value the build set or changed -- the release's directories, the
+    frozen ``develop``, options a recipe or the extension gave a part --
+    as it was used, its source ``release <tag> build``.  Values with
+    substitutions are listed as written."""
+    import contextlib
+    import copy
+    import io
+    from zc.buildout.buildout import SectionKey, _print_annotate
+    source = 'release %s build' % tag
+    data = copy.deepcopy(buildout._annotated)
+    for name, options in sorted(buildout._data.items()):
+        section = data.setdefault(name, {})
+        for key, value in sorted(options._data.items()):
+            value = str(value)
+            known = section.get(key)
+            if known is None:
+                section[key] = SectionKey(value, source)
+            elif '${' not in known.value and known.value != value:
+                known.value = value
+                known.addToHistory('OVERRIDE', value, source)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        _print_annotate(data, False, [], buildout._buildout_dir)
+    fsutil.atomic_write(os.path.join(release_path, 'annotate.txt'),
+                        out.getvalue().lstrip('\n'))
+
+
 def publish(settings, manifest):
     """Write the manifest: the release is complete from here on."""
     manifest = settings.releases().complete(settings.tag, manifest)

@@ -266,6 +266,25 @@ class TestImmutable(ReleaseTestCase):
                           'do', result.output)
             self.assertEqual(before, self.state())
 
+    def test_annotate_shows_what_a_release_is_built_with(self):
+        self.configure(develop='src/hello')
+        self.release('1.0')
+        # buildout 6 loads no extension for annotate: the configuration as
+        # written, and nothing built
+        before = self.state()
+        result = self.sample.buildout('annotate', 'buildout')
+        self.assertEqual(result.returncode, 0, result)
+        self.assertEqual(before, self.state())
+        self.assertRegex(result.output, r'\nbin-directory= bin\n')
+        # the release's annotate.txt: the values it was built with, and
+        # who set them
+        text = self.sample.read('releases', '1.0', 'annotate.txt')
+        release = self.sample.path('releases', '1.0')
+        self.assertIn('bin-directory= %s/bin\n    release 1.0 build\n'
+                      % release, text)
+        self.assertIn('develop= %s/src/hello\n    release 1.0 build\n'
+                      % release, text)
+
     def test_rebuild_takes_an_explicit_option(self):
         self.configure(develop='src/hello')
         self.release('1.0')
