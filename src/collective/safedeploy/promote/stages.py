@@ -22,8 +22,17 @@ runs for them, with their state in ``zeo-state`` [ROOT/var/safedeploy-zeo]
 and ``twin-zeo-state`` [TWIN/var/safedeploy-zeo]; ``balancer``;
 ``servers`` and ``twin-servers``, their names in the balancer's backend;
 ``check`` and ``twin-check``, URLs answering 2xx when that set is healthy
-[none]; ``data-from`` [self]; ``pack`` [false]; ``drain-timeout`` [30]
-seconds; ``check-timeout`` [30] seconds.
+[none]; ``data-from`` [self]; ``previous-data`` [the previous stage's
+``data``], the data root ``data-from = previous`` copies; ``pack``
+[false]; ``client-cache`` and ``twin-client-cache``, glob patterns of
+each set's ZEO client cache files (``*.zec``, in the directory named by
+the clients' ``var``, named after their ``client``), and
+``client-stop-command``, ``client-start-command``,
+``twin-client-stop-command``, ``twin-client-start-command``, which stop
+and start each set's clients around it when its data goes backwards
+[none]; ``evolve``, ``evolve-context``, ``evolve-key``, the evolve run on
+every copy, as evolve-copy's options of those names [none];
+``drain-timeout`` [30] seconds; ``check-timeout`` [30] seconds.
 """
 import configparser
 import os
@@ -34,7 +43,11 @@ from ..core.store import validate_name
 
 KNOWN = ('root', 'twin', 'data', 'twin-data', 'zeo', 'twin-zeo',
          'zeo-state', 'twin-zeo-state', 'balancer', 'servers',
-         'twin-servers', 'check', 'twin-check', 'data-from', 'pack',
+         'twin-servers', 'check', 'twin-check', 'data-from',
+         'previous-data', 'pack', 'client-cache', 'twin-client-cache',
+         'client-stop-command', 'client-start-command',
+         'twin-client-stop-command', 'twin-client-start-command',
+         'evolve', 'evolve-context', 'evolve-key',
          'drain-timeout', 'check-timeout')
 REQUIRED = ('root', 'twin', 'balancer', 'servers', 'twin-servers', 'zeo',
             'twin-zeo')
@@ -53,36 +66,53 @@ class Stage:
         self.twin_root = v['twin']
         self.balancer = v['balancer']
         self.data_from = v.get('data-from', 'self')
+        # the data root data-from = previous copies (set by load())
+        self.previous_data = v.get('previous-data') or None
         self.pack = v.get('pack', 'false') == 'true'
+        self.evolve = v.get('evolve') or None
+        self.evolve_context = v.get('evolve-context') or None
+        self.evolve_key = v.get('evolve-key') or None
         self.drain_timeout = float(v.get('drain-timeout', '30'))
         self.check_timeout = float(v.get('check-timeout', '30'))
         self.main = Set('main', v['servers'].split(), v['zeo'],
                         v.get('data') or os.path.join(self.root, 'data'),
                         v.get('zeo-state') or os.path.join(
                             self.root, 'var', 'safedeploy-zeo'),
-                        v.get('check', '').split())
+                        v.get('check', '').split(),
+                        v.get('client-cache', '').split(),
+                        v.get('client-stop-command'),
+                        v.get('client-start-command'))
         self.twin = Set('twin', v['twin-servers'].split(), v['twin-zeo'],
                         v.get('twin-data') or os.path.join(self.twin_root,
                                                            'data'),
                         v.get('twin-zeo-state') or os.path.join(
                             self.twin_root, 'var', 'safedeploy-zeo'),
-                        v.get('twin-check', '').split())
+                        v.get('twin-check', '').split(),
+                        v.get('twin-client-cache', '').split(),
+                        v.get('twin-client-stop-command'),
+                        v.get('twin-client-start-command'))
 
     def as_dict(self):
         return dict(name=self.name, previous=self.previous,
                     root=self.root, twin=self.twin_root,
                     balancer=self.balancer, data_from=self.data_from,
-                    pack=self.pack, servers=self.main.servers,
+                    previous_data=self.previous_data,
+                    pack=self.pack, evolve=self.evolve,
+                    servers=self.main.servers,
                     twin_servers=self.twin.servers)
 
 
 class Set:
     """The main set or the twin: its servers in the balancer, its ZEO
-    server, its data root and its checks."""
+    server, its data root, its checks and its ZEO clients' caches (with
+    the commands that stop and start those clients)."""
 
-    def __init__(self, role, servers, zeo, data, zeo_state, checks):
+    def __init__(self, role, servers, zeo, data, zeo_state, checks,
+                 client_cache=(), client_stop=None, client_start=None):
         self.role, self.servers, self.zeo = role, servers, zeo
         self.data, self.zeo_state, self.checks = data, zeo_state, checks
+        self.client_cache = list(client_cache)
+        self.client_stop, self.client_start = client_stop, client_start
 
     def describe(self):
         return '%s (%s)' % (self.role, ' '.join(self.servers))
@@ -156,6 +186,18 @@ def load(path):
                 '%s: %s in both servers and twin-servers' % (
                     where, ', '.join(sorted(both))))
         stages[name] = Stage(name, values, previous)
+    for name, stage in stages.items():
+        if stage is None or stage.data_from != 'previous' or \
+                stage.previous_data:
+            continue
+        before = stages[stage.previous]
+        if before is None:
+            raise ConfigurationError(
+                '%s [stage:%s]: data-from = previous, but stage %s has no '
+                '[stage:%s] section to take its data root from; set '
+                'previous-data = its data root' % (
+                    path, name, stage.previous, stage.previous))
+        stage.previous_data = before.main.data
     return stages
 
 

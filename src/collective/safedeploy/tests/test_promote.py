@@ -5,8 +5,10 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 import unittest
+import urllib.request
 
 from collective.safedeploy.core.journal import Journal
 from collective.safedeploy.promote import procedure
@@ -19,15 +21,23 @@ class PromoteUnderLoadTests(unittest.TestCase):
 
     def test_promote_twice_under_load_fails_no_request_loses_no_write(self):
         stage = promotesupport.Stage(self)
+        stage.write_config(evolve=promotesupport.EVOLVE,
+                           evolve_context='site')
         load = promotesupport.Load(stage.proxy.url)
         self.addCleanup(load.stop)
         time.sleep(0.3)
-        for _ in range(2):
+        for run in range(2):
             result = stage.promote()
             self.assertEqual(result.returncode, 0, result.stderr)
             self.assertEqual(result.stderr, '')
             self.assertIn('promoted beta: traffic on main1 main2',
                           result.stdout)
+            # the evolve ran on the twin's copy, once
+            self.assertRegex(result.stdout, r'to_twin.catch_up: .*package '
+                             r'%s .*: %d step' % (promotesupport.EVOLVE,
+                                                 3 if run == 0 else 0))
+            self.assertRegex(result.stdout, r'back.catch_up: .* 0 step')
+            self.assertEqual(stage.evolved(), 3)
             time.sleep(0.3)
         load.stop()
         self.assertEqual(load.failed, [], stage.logs())
@@ -53,6 +63,105 @@ class PromoteUnderLoadTests(unittest.TestCase):
         self.assertEqual(dry.returncode, 0, dry.stderr)
         self.assertIn('to_twin.freeze', dry.stdout)
         self.assertEqual(len(journal.entries()), len(events))
+
+
+class PromoteFromPreviousTests(unittest.TestCase):
+
+    def test_refused_without_discard_writes_then_no_request_fails(self):
+        """data-from = previous, twice under load: refused in one line
+        while the stage takes writes, then done with --discard-writes; the
+        twin's clients, whose data goes back the second time, start with
+        their persistent caches dropped."""
+        stage = promotesupport.Stage(self, data_from='previous')
+        # the stage's data is a copy of dev's: nothing would be discarded
+        self.assertEqual(procedure.writes_to_discard(
+            stage.main_data.path, stage.dev_data.path), 0)
+        load = promotesupport.Load(stage.proxy.url)
+        self.addCleanup(load.stop)
+        journal = Journal(os.path.join(stage.stages, 'beta', '.journal'))
+        twin = stage.ports['twin1']
+        marks = []
+        for run in range(2):
+            time.sleep(0.5)
+            before = (stage.states(), stage.main_data.current(),
+                      stage.twin_data.generations.current_name(),
+                      len(journal.entries()))
+            refused = stage.promote()
+            self.assertEqual(refused.returncode, 1, refused.stdout)
+            lines = (refused.stdout + refused.stderr).strip().splitlines()
+            self.assertEqual(len(lines), 1, lines)
+            self.assertRegex(lines[0], r'stage beta takes writes: its data '
+                             r'holds [1-9]\d* transaction\(s\) the data of '
+                             r'stage dev does not.*--discard-writes')
+            self.assertEqual((stage.states(), stage.main_data.current(),
+                              stage.twin_data.generations.current_name(),
+                              len(journal.entries())), before)
+            marks.append(len(load.acked))
+            if run == 1:
+                # what the twin's client reads while it serves dev's data
+                # again: not the write it took the first time (from a
+                # stale cache)
+                stale = [k for k in load.acked[marks[0]:marks[1]]
+                         if load.served[k] == twin][-1:]
+                self.assertTrue(stale)
+                watch = threading.Thread(target=read_while_serving, args=(
+                    stage, journal, stale[0], stale), daemon=True)
+                watch.start()
+            result = stage.promote('beta', '--discard-writes')
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual(result.stderr, '')
+            self.assertIn('promoted beta: traffic on main1 main2',
+                          result.stdout)
+        # the second time the twin's client had a cache of other data:
+        # dropped, it does not read from it
+        watch.join(30)
+        self.assertGreater(len(stale), 1)
+        self.assertEqual(stale[1:], ['null'] * (len(stale) - 1))
+        self.assertRegex(result.stdout, r'to_twin.start: .* [1-9]\d* '
+                         r'client cache file')
+        time.sleep(0.3)
+        load.stop()
+        self.assertEqual(load.failed, [], stage.logs())
+        final = stage.dump()
+        self.assertIn('from-dev', final)
+        # writes before the last promotion's twin took them are discarded,
+        # none acknowledged since is lost
+        last = load.acked[marks[1]:]
+        twin_served = [k for k in last if load.served[k] == twin]
+        self.assertTrue(twin_served)
+        kept = []
+        for writer in {k.split('-')[0] for k in last}:
+            mine = [k for k in last if k.startswith(writer + '-')]
+            first = next((i for i, k in enumerate(mine)
+                          if load.served[k] == twin), len(mine))
+            kept += mine[first:]
+        self.assertEqual([k for k in kept if k not in final], [])
+        self.assertTrue([k for k in load.acked[:marks[1]]
+                         if k not in final])
+        self.assertEqual(stage.states(), {'main1': 'ready', 'main2': 'ready',
+                                          'twin1': 'maint'})
+        # dev's data is what it was
+        self.assertEqual(stage.dev_data.current(), '1')
+
+
+def read_while_serving(stage, journal, key, answers):
+    """Read ``key`` from the twin's client directly while the twin serves
+    in the running promotion (its to_twin.start done, to_twin.stop not)."""
+    before = len(journal.entries())
+
+    def done():
+        steps = [e.get('step') for e in journal.entries()[before:]]
+        return 'to_twin.start' in steps, 'to_twin.stop' in steps
+    while not done()[0]:
+        time.sleep(0.02)
+    url = 'http://127.0.0.1:%d/read?k=%s' % (stage.ports['twin1'], key)
+    while not done()[1]:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                answers.append(r.read().decode())
+        except OSError:
+            pass
+        time.sleep(0.02)
 
 
 class PromoteKilledTests(unittest.TestCase):
@@ -144,6 +253,37 @@ class PromoteCheckFailsTests(unittest.TestCase):
         self.assertEqual([k for k in load.acked if k not in final], [])
         self.assertIn('after-twin1', final)
         self.assertIn('after-main2', final)
+
+
+class PromoteEvolveFailsTests(unittest.TestCase):
+
+    def test_a_failing_evolve_step_leaves_the_stage_serving_writable(self):
+        stage = promotesupport.Stage(self)
+        stage.write_config(evolve=promotesupport.EVOLVE,
+                           evolve_context='site')
+        load = promotesupport.Load(stage.proxy.url, writers=1, readers=0)
+        self.addCleanup(load.stop)
+        env = dict(zeoserver.child_env(), SAFEDEPLOY_EXAMPLE_FAIL='2')
+        result = stage.promote(env=env)
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertEqual(len(result.stderr.strip().splitlines()), 1,
+                         result.stderr)
+        self.assertIn('the evolve on the copy for the twin set failed: '
+                      'evolve step', result.stderr)
+        self.assertIn('traffic is back on main1 main2', result.stderr)
+        self.assertEqual(stage.states(), {'main1': 'ready', 'main2': 'ready',
+                                          'twin1': 'maint'})
+        self.assertFalse(stage.main_server.read_only())
+        self.assertTrue(load.request('/write?k=after-evolve&v=1', 'POST'))
+        self.assertEqual(stage.evolved(), None)     # the main's data
+        result = stage.promote()
+        self.assertEqual(result.returncode, 0, result.stderr)
+        load.stop()
+        self.assertEqual(load.failed, [], stage.logs())
+        final = stage.dump()
+        self.assertEqual([k for k in load.acked + ['after-evolve']
+                          if k not in final], [])
+        self.assertEqual(stage.evolved(), 3)
 
 
 class StagesFileTests(unittest.TestCase):
