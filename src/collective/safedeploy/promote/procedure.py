@@ -7,7 +7,13 @@ from the main set to the twin (``to_twin``), then back (``back``); each
 of its steps is a method named after it::
 
     preflight  the balancer knows every server; the main set serves, the
-               twin does not; the main ZEO server runs
+               twin does not; the main ZEO server runs (before it, and
+               before anything is journaled: the previous stage has a
+               current release with its package index)
+    release    the target gets the release current on the previous stage,
+               built from that release's own package index, offline
+               (:mod:`.release`; the tag chosen by the handover to the
+               twin is the one the main set gets too)
     copy       while the source serves: a new data generation of the
                target from the source's current one (Data.fs up to its last
                committed transaction, blobs hard-linked); with
@@ -82,11 +88,13 @@ from ..evolve.state import DataRoot
 from ..evolve.switchback import committed_tids
 from ..evolve.switchback import drop_client_caches
 from ..evolve.switchback import evolve_intervals
+from ..index.records import index_path
 from ..zeo.control import DataServer
 from ..zeo.server import ZEOServer
+from . import release as releases
 
 HANDOVERS = ('to_twin', 'back')
-STEPS = ('copy', 'freeze', 'catch_up', 'start', 'check', 'switch', 'stop')
+STEPS = ('release', 'copy', 'freeze', 'catch_up', 'start', 'check', 'switch', 'stop')
 
 
 def plan():
@@ -171,6 +179,11 @@ class Promotion:
                     self.stage.evolve, self.stage.evolve_context,
                     self.stage.evolve_key)
             if self.run_id is None:
+                if self.stage.release == 'previous':
+                    # refused before anything is journaled
+                    releases.source_release(
+                        self.stage.previous, self.stage.previous_root,
+                        self.stage.previous_indexes)
                 discarded = self.check_discarded()
                 self.run_id = time.strftime('%Y%m%dT%H%M%S') + '-%d' % (
                     os.getpid())
@@ -288,6 +301,21 @@ class Handover:
 
     def record(self, step):
         return self.p.records.get('%s.%s' % (self.name, step), {})
+
+    # 0. release
+    def release(self):
+        stage = self.p.stage
+        if stage.release == 'none':
+            return dict(detail='release = none: releases left alone')
+        tag = self.p.records.get('to_twin.release', {}).get('tag')
+        if tag is None:
+            tag, index = releases.source_release(
+                stage.previous, stage.previous_root, stage.previous_indexes)
+        else:       # the one the twin got, whatever the previous has now
+            index = index_path(stage.previous_indexes, tag)
+        return dict(tag=tag, detail=releases.build(
+            self.target.root, self.target.buildout, tag, index,
+            stage.previous))
 
     # 1. copy
     def copy(self):

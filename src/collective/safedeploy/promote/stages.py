@@ -30,7 +30,12 @@ the clients' ``var``, named after their ``client``), and
 ``client-stop-command``, ``client-start-command``,
 ``twin-client-stop-command``, ``twin-client-start-command``, which stop
 and start each set's clients around it when its data goes backwards
-[none]; ``evolve``, ``evolve-context``, ``evolve-key``, the evolve run on
+[none]; ``release`` [previous]: each set gets the release current on the
+previous stage (its site ``previous-root`` [the previous stage's
+``root``], its package indexes in ``previous-indexes``
+[PREVIOUS-ROOT/indexes]), built by ``buildout`` [ROOT/bin/buildout] and
+``twin-buildout`` [TWIN/bin/buildout]; ``none``: releases are left alone;
+``evolve``, ``evolve-context``, ``evolve-key``, the evolve run on
 every copy, as evolve-copy's options of those names [none];
 ``drain-timeout`` [30] seconds; ``check-timeout`` [30] seconds.
 """
@@ -47,11 +52,13 @@ KNOWN = ('root', 'twin', 'data', 'twin-data', 'zeo', 'twin-zeo',
          'previous-data', 'pack', 'client-cache', 'twin-client-cache',
          'client-stop-command', 'client-start-command',
          'twin-client-stop-command', 'twin-client-start-command',
-         'evolve', 'evolve-context', 'evolve-key',
+         'evolve', 'evolve-context', 'evolve-key', 'release',
+         'previous-root', 'previous-indexes', 'buildout', 'twin-buildout',
          'drain-timeout', 'check-timeout')
 REQUIRED = ('root', 'twin', 'balancer', 'servers', 'twin-servers', 'zeo',
             'twin-zeo')
 DATA_FROM = ('self', 'previous')
+RELEASE = ('previous', 'none')
 
 
 class Stage:
@@ -70,6 +77,10 @@ class Stage:
         self.previous_data = v.get('previous-data') or None
         self.pack = v.get('pack', 'false') == 'true'
         self.evolve = v.get('evolve') or None
+        self.release = v.get('release', 'previous')
+        # the previous stage's site and indexes (set by load())
+        self.previous_root = v.get('previous-root') or None
+        self.previous_indexes = v.get('previous-indexes') or None
         self.evolve_context = v.get('evolve-context') or None
         self.evolve_key = v.get('evolve-key') or None
         self.drain_timeout = float(v.get('drain-timeout', '30'))
@@ -81,7 +92,9 @@ class Stage:
                         v.get('check', '').split(),
                         v.get('client-cache', '').split(),
                         v.get('client-stop-command'),
-                        v.get('client-start-command'))
+                        v.get('client-start-command'), self.root,
+                        v.get('buildout') or os.path.join(
+                            self.root, 'bin', 'buildout'))
         self.twin = Set('twin', v['twin-servers'].split(), v['twin-zeo'],
                         v.get('twin-data') or os.path.join(self.twin_root,
                                                            'data'),
@@ -90,7 +103,9 @@ class Stage:
                         v.get('twin-check', '').split(),
                         v.get('twin-client-cache', '').split(),
                         v.get('twin-client-stop-command'),
-                        v.get('twin-client-start-command'))
+                        v.get('twin-client-start-command'), self.twin_root,
+                        v.get('twin-buildout') or os.path.join(
+                            self.twin_root, 'bin', 'buildout'))
 
     def as_dict(self):
         return dict(name=self.name, previous=self.previous,
@@ -98,21 +113,25 @@ class Stage:
                     balancer=self.balancer, data_from=self.data_from,
                     previous_data=self.previous_data,
                     pack=self.pack, evolve=self.evolve,
+                    release=self.release, previous_root=self.previous_root,
                     servers=self.main.servers,
                     twin_servers=self.twin.servers)
 
 
 class Set:
     """The main set or the twin: its servers in the balancer, its ZEO
-    server, its data root, its checks and its ZEO clients' caches (with
-    the commands that stop and start those clients)."""
+    server, its data root, its checks, its ZEO clients' caches (with
+    the commands that stop and start those clients), its site and the
+    buildout command that builds its releases."""
 
     def __init__(self, role, servers, zeo, data, zeo_state, checks,
-                 client_cache=(), client_stop=None, client_start=None):
+                 client_cache=(), client_stop=None, client_start=None,
+                 root=None, buildout=None):
         self.role, self.servers, self.zeo = role, servers, zeo
         self.data, self.zeo_state, self.checks = data, zeo_state, checks
         self.client_cache = list(client_cache)
         self.client_stop, self.client_start = client_stop, client_start
+        self.root, self.buildout = root, buildout
 
     def describe(self):
         return '%s (%s)' % (self.role, ' '.join(self.servers))
@@ -170,6 +189,15 @@ def load(path):
             raise ConfigurationError(
                 '%s: data-from = previous, but %s is the first stage' % (
                     where, name))
+        if values.get('release', 'previous') not in RELEASE:
+            raise ConfigurationError(
+                '%s: release = %s; use previous or none' % (
+                    where, values['release']))
+        if values.get('release', 'previous') == 'previous' and \
+                previous is None:
+            raise ConfigurationError(
+                '%s: release = previous, but %s is the first stage; set '
+                'release = none' % (where, name))
         if values.get('pack', 'false') not in ('true', 'false'):
             raise ConfigurationError('%s: pack = true or false' % where)
         for key in ('drain-timeout', 'check-timeout'):
@@ -187,10 +215,22 @@ def load(path):
                     where, ', '.join(sorted(both))))
         stages[name] = Stage(name, values, previous)
     for name, stage in stages.items():
-        if stage is None or stage.data_from != 'previous' or \
-                stage.previous_data:
+        if stage is None:
             continue
-        before = stages[stage.previous]
+        before = stages[stage.previous] if stage.previous else None
+        if stage.release == 'previous' and not stage.previous_root:
+            if before is None:
+                raise ConfigurationError(
+                    '%s [stage:%s]: release = previous, but stage %s has no '
+                    '[stage:%s] section to take its site from; set '
+                    'previous-root = its site (or release = none)' % (
+                        path, name, stage.previous, stage.previous))
+            stage.previous_root = before.root
+        if stage.release == 'previous' and not stage.previous_indexes:
+            stage.previous_indexes = os.path.join(stage.previous_root,
+                                                  'indexes')
+        if stage.data_from != 'previous' or stage.previous_data:
+            continue
         if before is None:
             raise ConfigurationError(
                 '%s [stage:%s]: data-from = previous, but stage %s has no '

@@ -153,6 +153,7 @@ class Stage:
             zeo = %(zeo)s
             twin-zeo = %(twin_zeo)s
             data-from = %(data_from)s
+            release = %(release)s
             check = http://127.0.0.1:%(main1)d/ok http://127.0.0.1:%(main2)d/ok
             twin-check = http://127.0.0.1:%(twin1)d/ok
             drain-timeout = 5
@@ -161,7 +162,8 @@ class Stage:
                         spec=self.proxy.spec, zeo=self.zeo,
                         twin_zeo=self.twin_zeo,
                         check_timeout=extra.pop('check_timeout', 10),
-                        data_from=self.data_from, **self.ports)
+                        data_from=self.data_from,
+                        release=extra.pop('release', 'none'), **self.ports)
         if self.data_from == 'previous':
             control = '%s %s %%s %s %%s' % (sys.executable, CLIENT,
                                             self.clients_file)

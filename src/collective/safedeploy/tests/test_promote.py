@@ -296,7 +296,7 @@ class StagesFileTests(unittest.TestCase):
         path = os.path.join(tmp, 'stages.cfg')
         base = ('[stages]\norder = dev beta\n[stage:beta]\nroot = /r\n'
                 'twin = /t\nbalancer = haproxy:/s backend=b\nservers = a\n'
-                'twin-servers = b\nzeo = 1\ntwin-zeo = 2\n')
+                'twin-servers = b\nzeo = 1\ntwin-zeo = 2\nrelease = none\n')
         for extra, message in [
                 ('', None),
                 ('colour = red\n', 'unknown option colour'),
