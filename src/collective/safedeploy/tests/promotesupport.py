@@ -16,10 +16,11 @@ import time
 import urllib.error
 import urllib.request
 
-from collective.safedeploy import balancer
+from collective.safedeploy import balancer as balancers
 from collective.safedeploy.evolve import state
 from collective.safedeploy.zeo import server as zeoserver
 from . import haproxysupport
+from . import nginxsupport
 from . import promote_client
 from . import zeosupport
 
@@ -86,11 +87,16 @@ def write(data, **items):
 
 class Stage:
 
-    def __init__(self, test, name='beta', data_from='self'):
+    def __init__(self, test, name='beta', data_from='self',
+                 balancer='haproxy'):
+        """``balancer``: ``haproxy`` or ``nginx`` in front."""
         self.test = test
         self.name = name
         self.data_from = data_from
-        haproxysupport.skip_unless_haproxy(test)
+        if balancer == 'nginx':
+            nginxsupport.skip_unless_nginx(test)
+        else:
+            haproxysupport.skip_unless_haproxy(test)
         self.tmp = zeosupport.temporary_directory(test, 'safedeploy-stage-')
         self.root = os.path.join(self.tmp, name)
         self.twin = os.path.join(self.tmp, name + '_upgrade')
@@ -129,11 +135,14 @@ class Stage:
         for name_ in self.ports:
             self.start_client(name_)
             test.addCleanup(self.stop_client, name_)
-        self.proxy = haproxysupport.HAProxy(test, [
-            ('main1', self.ports['main1'], True),
-            ('main2', self.ports['main2'], True),
-            ('twin1', self.ports['twin1'], False)], backend=name)
-        self.balancer = balancer.open(self.proxy.spec)
+        servers = [('main1', self.ports['main1'], True),
+                   ('main2', self.ports['main2'], True),
+                   ('twin1', self.ports['twin1'], False)]
+        if balancer == 'nginx':
+            self.proxy = nginxsupport.Nginx(test, servers, upstream=name)
+        else:
+            self.proxy = haproxysupport.HAProxy(test, servers, backend=name)
+        self.balancer = balancers.open(self.proxy.spec)
         self.config = os.path.join(self.tmp, 'stages.cfg')
         self.write_config()
         for name_ in ('main1', 'main2'):

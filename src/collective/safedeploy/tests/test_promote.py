@@ -65,6 +65,41 @@ class PromoteUnderLoadTests(unittest.TestCase):
         self.assertEqual(len(journal.entries()), len(events))
 
 
+class PromoteBehindNginxTests(unittest.TestCase):
+
+    def test_promote_under_load_behind_nginx(self):
+        """The same handovers behind nginx: the upstream file rewritten,
+        checked and reloaded at each change.  nginx tries a request on
+        each server of the upstream at most once (it cannot wait and try
+        again, as HAProxy does): a write that reaches the main set while it
+        is frozen is answered 503 -- nothing committed -- once both main
+        servers refused it.  No read fails, no acknowledged write is
+        lost."""
+        stage = promotesupport.Stage(self, balancer='nginx')
+        load = promotesupport.Load(stage.proxy.url)
+        self.addCleanup(load.stop)
+        time.sleep(0.3)
+        result = stage.promote()
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('promoted beta: traffic on main1 main2', result.stdout)
+        self.assertIn('to_twin.switch', result.stdout)
+        time.sleep(0.3)
+        load.stop()
+        refused = [f for f in load.failed
+                   if f.startswith('POST /write') and 'Error 503' in f]
+        self.assertEqual([f for f in load.failed if f not in refused], [],
+                         stage.logs())
+        print('\n  behind nginx: %d of %d writes answered 503 (not '
+              'committed), 0 other failures' % (
+                  len(refused), len(refused) + len(load.acked)))
+        twin = stage.ports['twin1']
+        self.assertIn(twin, load.served.values())   # the twin took writes
+        final = stage.dump()
+        self.assertEqual([k for k in load.acked if k not in final], [])
+        self.assertEqual(stage.states(), {'main1': 'ready', 'main2': 'ready',
+                                          'twin1': 'maint'})
+
+
 class PromoteFromPreviousTests(unittest.TestCase):
 
     def test_refused_without_discard_writes_then_no_request_fails(self):
