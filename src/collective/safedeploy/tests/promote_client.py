@@ -81,6 +81,10 @@ def stop(spec, timeout=10):
     if pid in children:
         children.pop(pid).wait()
     os.unlink(spec['pidfile'])
+    # those another process (a promotion's stop command) stopped
+    for pid, process in list(children.items()):
+        if process.poll() is not None:
+            del children[pid]
 
 
 def main(argv):

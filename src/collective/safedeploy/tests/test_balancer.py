@@ -18,12 +18,15 @@ class Named(http.server.ThreadingHTTPServer):
 
 
 def serve(test, name):
-    """An HTTP server answering its name; /slow waits 1.5 s first."""
+    """An HTTP server answering its name; /slow waits 1.5 s first, /slower
+    5 s."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             if self.path == '/slow':
                 time.sleep(1.5)
+            elif self.path == '/slower':
+                time.sleep(5)
             body = name.encode()
             self.send_response(200)
             self.send_header('Content-Length', str(len(body)))
@@ -190,14 +193,15 @@ class NginxBalancerTests(unittest.TestCase):
         self.assertEqual(self.served_by(), {'main1', 'main2'})
 
     def test_drain_timeout_is_reported(self):
-        t = threading.Thread(target=get, args=(self.proxy.url, '/slow'))
+        # long enough to be in flight after the reload, on a busy machine
+        t = threading.Thread(target=get, args=(self.proxy.url, '/slower'))
         t.start()
         self.addCleanup(t.join)
         time.sleep(0.3)
         self.lb.set_state('main1', balancer.DRAIN)
         self.assertEqual(self.lb.state('main1').admin, balancer.DRAIN)
         self.assertFalse(self.lb.wait_drained(['main1'], timeout=0.2))
-        self.assertTrue(self.lb.wait_drained(['main1'], timeout=5))
+        self.assertTrue(self.lb.wait_drained(['main1'], timeout=10))
 
     def test_a_file_nginx_refuses_is_put_back_in_one_line(self):
         with open(self.proxy.file) as f:
