@@ -201,17 +201,16 @@ def read_while_serving(stage, journal, key, answers):
 
 class PromoteKilledTests(unittest.TestCase):
 
-    def test_sigkill_at_random_moments_then_a_run_converges(self):
-        stage = promotesupport.Stage(self)
-        load = promotesupport.Load(stage.proxy.url, writers=1, readers=0)
-        self.addCleanup(load.stop)
+    def kill_repeatedly(self, stage, times, *args):
+        """Run ``bin/promote beta ARGS`` and SIGKILL it, ``times`` times;
+        returns the steps journaled as done meanwhile."""
         rnd = random.Random(int(os.environ.get('PROMOTE_SEED', '15')))
         kills = 0
         steps_seen = set()
         journal = Journal(os.path.join(stage.stages, 'beta', '.journal'))
-        while kills < 30:
+        while kills < times:
             process = subprocess.Popen(
-                stage.command('beta'), stdout=subprocess.DEVNULL,
+                stage.command('beta', *args), stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, env=zeoserver.child_env())
             # kill inside the step after the next one journaled (or, one
             # time in four, while it starts): every step is hit, each run
@@ -238,6 +237,13 @@ class PromoteKilledTests(unittest.TestCase):
                     server = stage.twin_server if name.startswith('twin') \
                         else stage.main_server
                     self.assertIsNotNone(server.pid(), (name, states))
+        return steps_seen - {None}
+
+    def test_sigkill_at_random_moments_then_a_run_converges(self):
+        stage = promotesupport.Stage(self)
+        load = promotesupport.Load(stage.proxy.url, writers=1, readers=0)
+        self.addCleanup(load.stop)
+        steps_seen = self.kill_repeatedly(stage, 30)
         result = stage.promote()
         self.assertEqual(result.returncode, 0, result.stderr)
         load.stop()
@@ -245,11 +251,40 @@ class PromoteKilledTests(unittest.TestCase):
         self.assertEqual([k for k in load.acked if k not in final], [])
         self.assertEqual(stage.states(), {'main1': 'ready', 'main2': 'ready',
                                           'twin1': 'maint'})
-        self.assertGreater(len(steps_seen - {None}), 5, steps_seen)
-        print('\n  %d kills, steps reached: %d of %d, %d writes acked, %d '
-              'requests failed' % (kills, len(steps_seen - {None}),
-                                   len(procedure.plan()), len(load.acked),
-                                   len(load.failed)))
+        self.assertGreater(len(steps_seen), 5, steps_seen)
+        print('\n  30 kills, steps reached: %d of %d, %d writes acked, %d '
+              'requests failed' % (len(steps_seen), len(procedure.plan()),
+                                   len(load.acked), len(load.failed)))
+
+    def test_sigkill_with_data_from_previous_then_a_run_converges(self):
+        """Killed also between stopping clients and starting them again,
+        dropping caches, packing the copy: the next run converges."""
+        stage = promotesupport.Stage(self, data_from='previous')
+        stage.write_config(pack='true')
+        load = promotesupport.Load(stage.proxy.url, writers=1, readers=0)
+        self.addCleanup(load.stop)
+        steps_seen = self.kill_repeatedly(stage, 12, '--discard-writes')
+        mark = len(load.acked)
+        result = stage.promote('beta', '--discard-writes')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        time.sleep(0.3)
+        load.stop()
+        self.assertEqual(stage.states(), {'main1': 'ready', 'main2': 'ready',
+                                          'twin1': 'maint'})
+        # the site works on the promoted data: dev's, and what was
+        # written since the last run's twin took the writes
+        final = stage.dump()
+        self.assertIn('from-dev', final)
+        after = load.acked[mark:]
+        served = [load.served[k] for k in after]
+        if stage.ports['twin1'] in served:
+            first = served.index(stage.ports['twin1'])
+            self.assertEqual([k for k in after[first:] if k not in final],
+                             [])
+        self.assertGreater(len(steps_seen), 5, steps_seen)
+        print('\n  12 kills (data from previous), steps reached: %d of %d, '
+              '%d requests failed' % (len(steps_seen), len(procedure.plan()),
+                                      len(load.failed)))
 
 
 class PromoteCheckFailsTests(unittest.TestCase):
