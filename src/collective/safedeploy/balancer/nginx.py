@@ -25,7 +25,7 @@ and exit ("worker process is shutting down", bounded by
 ``worker_shutdown_timeout``).  A ``drain``ed or ``maint`` server counts as
 busy while old workers are still shutting down: there is no per-server
 in-flight count.  A change is in effect when the master runs a worker
-started after the reload.
+started after the reload and every older one is gone or shutting down.
 
 The spec: ``nginx:UPSTREAM-FILE upstream=NAME
 servers=NAME=HOST:PORT,NAME=HOST:PORT,... [conf=NGINX-CONF] [prefix=DIR]
@@ -204,7 +204,8 @@ class Nginx(Balancer):
 
     def reload(self):
         """``nginx -s reload``; returns when a worker started after it
-        runs (the new file is in effect)."""
+        runs (the new file is in effect) and the old ones are gone or
+        shutting down."""
         master = self.master()
         old = set(children(master)) if master is not None else set()
         commands.run(self.command('-s', 'reload'), what='nginx -s reload')
@@ -212,9 +213,14 @@ class Nginx(Balancer):
             return
         deadline = time.monotonic() + self.timeout
         while True:
-            new = [pid for pid, line in children(master).items()
+            now = children(master)
+            new = [pid for pid, line in now.items()
                    if pid not in old and SHUTTING_DOWN not in line]
-            if new:
+            # and every old worker is gone or says it is shutting down
+            # (until then it would not count as busy)
+            stale = [pid for pid, line in now.items()
+                     if pid in old and SHUTTING_DOWN not in line]
+            if new and not stale:
                 return
             if time.monotonic() >= deadline:
                 raise BalancerError(

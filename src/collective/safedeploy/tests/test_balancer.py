@@ -13,6 +13,17 @@ from . import haproxysupport
 from . import nginxsupport
 
 
+IN_FLIGHT = []           # the names of servers answering a slow request
+
+
+def wait_in_flight(test, timeout=10):
+    """Until a slow request reached its server (nginx has no count)."""
+    deadline = time.monotonic() + timeout
+    while not IN_FLIGHT:
+        test.assertLess(time.monotonic(), deadline)
+        time.sleep(0.01)
+
+
 class Named(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
@@ -23,10 +34,11 @@ def serve(test, name):
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            if self.path == '/slow':
-                time.sleep(1.5)
-            elif self.path == '/slower':
-                time.sleep(5)
+            delay = {'/slow': 1.5, '/slower': 5}.get(self.path)
+            if delay:
+                IN_FLIGHT.append(name)
+                time.sleep(delay)
+                IN_FLIGHT.remove(name)
             body = name.encode()
             self.send_response(200)
             self.send_header('Content-Length', str(len(body)))
@@ -172,7 +184,7 @@ class NginxBalancerTests(unittest.TestCase):
             target=lambda: slow.append(get(self.proxy.url, '/slow')))
         t.start()
         self.addCleanup(t.join)
-        time.sleep(0.3)          # the request is in flight
+        wait_in_flight(self)
         started = time.monotonic()
         self.assertTrue(self.lb.switch(['twin1'], ['main1', 'main2'],
                                        timeout=10))
@@ -197,7 +209,7 @@ class NginxBalancerTests(unittest.TestCase):
         t = threading.Thread(target=get, args=(self.proxy.url, '/slower'))
         t.start()
         self.addCleanup(t.join)
-        time.sleep(0.3)
+        wait_in_flight(self)
         self.lb.set_state('main1', balancer.DRAIN)
         self.assertEqual(self.lb.state('main1').admin, balancer.DRAIN)
         self.assertFalse(self.lb.wait_drained(['main1'], timeout=0.2))
