@@ -19,6 +19,11 @@ def parser():
     p.add_argument('--dry-run', action='store_true',
                    help='print the steps (those done by an unfinished '
                         'promotion marked) and change nothing')
+    p.add_argument('--discard-writes', action='store_true',
+                   help='with data-from = previous: go on although the '
+                        'stage\'s data holds transactions the previous '
+                        'stage\'s does not (they are discarded; without '
+                        'this the promotion is refused, saying how many)')
     p.add_argument('--list', action='store_true',
                    help='list the stages, what each runs and its last '
                         'promotion; changes nothing')
@@ -73,12 +78,9 @@ def main(argv=None, **options):
                     ('servers', 'servers'), ('last', 'last promotion')])
             return 0
         stage = configuration.get(stages, args.stage, config)
-        if stage.data_from != 'self':
-            raise ConfigurationError(
-                'stage %s: data-from = %s is not supported yet; use '
-                'data-from = self' % (stage.name, stage.data_from))
-        return procedure.Promotion(stage, directory).run(
-            dry_run=args.dry_run)
+        return procedure.Promotion(
+            stage, directory, discard_writes=args.discard_writes).run(
+                dry_run=args.dry_run)
     return cli.run('promote', do)
 
 

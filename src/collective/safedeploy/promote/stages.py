@@ -22,8 +22,22 @@ runs for them, with their state in ``zeo-state`` [ROOT/var/safedeploy-zeo]
 and ``twin-zeo-state`` [TWIN/var/safedeploy-zeo]; ``balancer``;
 ``servers`` and ``twin-servers``, their names in the balancer's backend;
 ``check`` and ``twin-check``, URLs answering 2xx when that set is healthy
-[none]; ``data-from`` [self]; ``pack`` [false]; ``drain-timeout`` [30]
-seconds; ``check-timeout`` [30] seconds.
+[none]; ``data-from`` [self]; ``previous-data`` [the previous stage's
+``data``], the data root ``data-from = previous`` copies; ``pack``
+[false]; ``client-cache`` and ``twin-client-cache``, glob patterns of
+each set's ZEO client cache files (``*.zec``, in the directory named by
+the clients' ``var``, named after their ``client``), and
+``client-stop-command``, ``client-start-command``,
+``twin-client-stop-command``, ``twin-client-start-command``, which stop
+and start each set's clients around it when its data goes backwards
+[none]; ``release`` [previous]: each set gets the release current on the
+previous stage (its site ``previous-root`` [the previous stage's
+``root``], its package indexes in ``previous-indexes``
+[PREVIOUS-ROOT/indexes]), built by ``buildout`` [ROOT/bin/buildout] and
+``twin-buildout`` [TWIN/bin/buildout]; ``none``: releases are left alone;
+``evolve``, ``evolve-context``, ``evolve-key``, the evolve run on
+every copy, as evolve-copy's options of those names [none];
+``drain-timeout`` [30] seconds; ``check-timeout`` [30] seconds.
 """
 import configparser
 import os
@@ -34,11 +48,17 @@ from ..core.store import validate_name
 
 KNOWN = ('root', 'twin', 'data', 'twin-data', 'zeo', 'twin-zeo',
          'zeo-state', 'twin-zeo-state', 'balancer', 'servers',
-         'twin-servers', 'check', 'twin-check', 'data-from', 'pack',
+         'twin-servers', 'check', 'twin-check', 'data-from',
+         'previous-data', 'pack', 'client-cache', 'twin-client-cache',
+         'client-stop-command', 'client-start-command',
+         'twin-client-stop-command', 'twin-client-start-command',
+         'evolve', 'evolve-context', 'evolve-key', 'release',
+         'previous-root', 'previous-indexes', 'buildout', 'twin-buildout',
          'drain-timeout', 'check-timeout')
 REQUIRED = ('root', 'twin', 'balancer', 'servers', 'twin-servers', 'zeo',
             'twin-zeo')
 DATA_FROM = ('self', 'previous')
+RELEASE = ('previous', 'none')
 
 
 class Stage:
@@ -53,36 +73,65 @@ class Stage:
         self.twin_root = v['twin']
         self.balancer = v['balancer']
         self.data_from = v.get('data-from', 'self')
+        # the data root data-from = previous copies (set by load())
+        self.previous_data = v.get('previous-data') or None
         self.pack = v.get('pack', 'false') == 'true'
+        self.evolve = v.get('evolve') or None
+        self.release = v.get('release', 'previous')
+        # the previous stage's site and indexes (set by load())
+        self.previous_root = v.get('previous-root') or None
+        self.previous_indexes = v.get('previous-indexes') or None
+        self.evolve_context = v.get('evolve-context') or None
+        self.evolve_key = v.get('evolve-key') or None
         self.drain_timeout = float(v.get('drain-timeout', '30'))
         self.check_timeout = float(v.get('check-timeout', '30'))
         self.main = Set('main', v['servers'].split(), v['zeo'],
                         v.get('data') or os.path.join(self.root, 'data'),
                         v.get('zeo-state') or os.path.join(
                             self.root, 'var', 'safedeploy-zeo'),
-                        v.get('check', '').split())
+                        v.get('check', '').split(),
+                        v.get('client-cache', '').split(),
+                        v.get('client-stop-command'),
+                        v.get('client-start-command'), self.root,
+                        v.get('buildout') or os.path.join(
+                            self.root, 'bin', 'buildout'))
         self.twin = Set('twin', v['twin-servers'].split(), v['twin-zeo'],
                         v.get('twin-data') or os.path.join(self.twin_root,
                                                            'data'),
                         v.get('twin-zeo-state') or os.path.join(
                             self.twin_root, 'var', 'safedeploy-zeo'),
-                        v.get('twin-check', '').split())
+                        v.get('twin-check', '').split(),
+                        v.get('twin-client-cache', '').split(),
+                        v.get('twin-client-stop-command'),
+                        v.get('twin-client-start-command'), self.twin_root,
+                        v.get('twin-buildout') or os.path.join(
+                            self.twin_root, 'bin', 'buildout'))
 
     def as_dict(self):
         return dict(name=self.name, previous=self.previous,
                     root=self.root, twin=self.twin_root,
                     balancer=self.balancer, data_from=self.data_from,
-                    pack=self.pack, servers=self.main.servers,
+                    previous_data=self.previous_data,
+                    pack=self.pack, evolve=self.evolve,
+                    release=self.release, previous_root=self.previous_root,
+                    servers=self.main.servers,
                     twin_servers=self.twin.servers)
 
 
 class Set:
     """The main set or the twin: its servers in the balancer, its ZEO
-    server, its data root and its checks."""
+    server, its data root, its checks, its ZEO clients' caches (with
+    the commands that stop and start those clients), its site and the
+    buildout command that builds its releases."""
 
-    def __init__(self, role, servers, zeo, data, zeo_state, checks):
+    def __init__(self, role, servers, zeo, data, zeo_state, checks,
+                 client_cache=(), client_stop=None, client_start=None,
+                 root=None, buildout=None):
         self.role, self.servers, self.zeo = role, servers, zeo
         self.data, self.zeo_state, self.checks = data, zeo_state, checks
+        self.client_cache = list(client_cache)
+        self.client_stop, self.client_start = client_stop, client_start
+        self.root, self.buildout = root, buildout
 
     def describe(self):
         return '%s (%s)' % (self.role, ' '.join(self.servers))
@@ -140,6 +189,15 @@ def load(path):
             raise ConfigurationError(
                 '%s: data-from = previous, but %s is the first stage' % (
                     where, name))
+        if values.get('release', 'previous') not in RELEASE:
+            raise ConfigurationError(
+                '%s: release = %s; use previous or none' % (
+                    where, values['release']))
+        if values.get('release', 'previous') == 'previous' and \
+                previous is None:
+            raise ConfigurationError(
+                '%s: release = previous, but %s is the first stage; set '
+                'release = none' % (where, name))
         if values.get('pack', 'false') not in ('true', 'false'):
             raise ConfigurationError('%s: pack = true or false' % where)
         for key in ('drain-timeout', 'check-timeout'):
@@ -156,6 +214,30 @@ def load(path):
                 '%s: %s in both servers and twin-servers' % (
                     where, ', '.join(sorted(both))))
         stages[name] = Stage(name, values, previous)
+    for name, stage in stages.items():
+        if stage is None:
+            continue
+        before = stages[stage.previous] if stage.previous else None
+        if stage.release == 'previous' and not stage.previous_root:
+            if before is None:
+                raise ConfigurationError(
+                    '%s [stage:%s]: release = previous, but stage %s has no '
+                    '[stage:%s] section to take its site from; set '
+                    'previous-root = its site (or release = none)' % (
+                        path, name, stage.previous, stage.previous))
+            stage.previous_root = before.root
+        if stage.release == 'previous' and not stage.previous_indexes:
+            stage.previous_indexes = os.path.join(stage.previous_root,
+                                                  'indexes')
+        if stage.data_from != 'previous' or stage.previous_data:
+            continue
+        if before is None:
+            raise ConfigurationError(
+                '%s [stage:%s]: data-from = previous, but stage %s has no '
+                '[stage:%s] section to take its data root from; set '
+                'previous-data = its data root' % (
+                    path, name, stage.previous, stage.previous))
+        stage.previous_data = before.main.data
     return stages
 
 

@@ -1,9 +1,11 @@
 """A tiny WSGI site over ZODB through ZEO, run as a process by the promote
-tests: ``python promote_app.py PORT ZEO-ADDRESS``.
+tests: ``python promote_app.py PORT ZEO-ADDRESS [CLIENT VAR]``; with
+CLIENT and VAR, its ZEO client keeps a persistent cache (ZEO's
+``client`` and ``var``: ``VAR/CLIENT-1.zec``).
 
 GET /ok: 200 when the database answers; GET /read?k=KEY; POST
-/write?k=KEY&v=VALUE commits root['writes'][KEY] = VALUE; GET /dump: every
-key.  A write the server refuses before anything was committed (it is
+/write?k=KEY&v=VALUE commits root['writes'][KEY] = VALUE and answers
+``written PORT``; GET /dump: every key.  A write the server refuses before anything was committed (it is
 frozen: ReadOnlyError; it is away: ClientDisconnected before the commit)
 is tried again for up to 1 s, then answered 503 so that the balancer
 retries it on another server.
@@ -27,8 +29,10 @@ from ZODB.POSException import ReadOnlyError
 
 PORT, ADDRESS = int(sys.argv[1]), sys.argv[2]
 host, _, port = ADDRESS.rpartition(':')
+cache = dict(client=sys.argv[3], var=sys.argv[4]) if len(sys.argv) > 4 \
+    else {}
 storage = ZEO.client((host, int(port)), wait=False, min_disconnect_poll=0.05,
-                     max_disconnect_poll=0.2, wait_timeout=1)
+                     max_disconnect_poll=0.2, wait_timeout=1, **cache)
 db = None
 lock = threading.Lock()
 
@@ -89,7 +93,7 @@ def app(environ, start_response):
                 body = json.dumps(read())
             elif path == '/write' and environ['REQUEST_METHOD'] == 'POST':
                 write(q['k'], q['v'])
-                body = 'written'
+                body = 'written %d' % PORT
             else:
                 start_response('404 Not Found', [])
                 return [b'']

@@ -1,9 +1,13 @@
 """A stage for the promote tests: a main set (ZEO server, two WSGI
 clients) and a twin (ZEO address, one WSGI client) behind a real HAProxy,
 a stages file, and a load generator sending reads and writes through
-HAProxy."""
+HAProxy.  With ``data_from='previous'`` there is a previous stage's data
+root too (``dev``), the stage's data starts as a copy of it, and the
+clients keep persistent ZEO caches that the stages file names, with the
+commands that stop and start them (:mod:`.promote_client`)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,22 +16,28 @@ import time
 import urllib.error
 import urllib.request
 
-from collective.safedeploy import balancer
+from collective.safedeploy import balancer as balancers
 from collective.safedeploy.evolve import state
 from collective.safedeploy.zeo import server as zeoserver
 from . import haproxysupport
+from . import nginxsupport
+from . import promote_client
 from . import zeosupport
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-APP = os.path.join(HERE, 'promote_app.py')
+CLIENT = os.path.join(HERE, 'promote_client.py')
+EVOLVE = 'collective.safedeploy.tests.evolve_example'
 
 
 def make_data(root):
-    """``root/generations/1``, current, with an empty ``writes`` tree."""
+    """``root/generations/1``, current, with an empty ``writes`` tree and
+    the example site of :mod:`.evolve_example` (documents with blobs, at
+    version 0 of its evolve)."""
     import transaction
     import ZODB
     from BTrees.OOBTree import OOBTree
     from ZODB.FileStorage import FileStorage
+    from .evolve_example import model
     data = state.DataRoot(root)
     data.generations.stage('1')
     os.makedirs(os.path.dirname(data.fs('1')))
@@ -35,6 +45,7 @@ def make_data(root):
     tm = transaction.TransactionManager()
     conn = db.open(tm)
     conn.root()['writes'] = OOBTree()
+    model.make_site(conn.root())
     tm.commit()
     conn.close()
     db.close()
@@ -43,17 +54,60 @@ def make_data(root):
     return data
 
 
+def copy_data(source, root):
+    """``root/generations/1``, current: a copy of ``source``'s current
+    generation (the same transactions)."""
+    data = state.DataRoot(root)
+    data.generations.stage('1')
+    os.makedirs(os.path.dirname(data.fs('1')))
+    shutil.copyfile(source.fs(source.current()), data.fs('1'))
+    shutil.copytree(source.blobs(source.current()), data.blobs('1'))
+    data.generations.complete('1', dict(source='test'))
+    data.generations.flip('1')
+    return data
+
+
+def write(data, **items):
+    """Commit ``items`` into root['writes'] of data root ``data``'s current
+    generation (no server serves it)."""
+    import transaction
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+    name = data.current()
+    db = ZODB.DB(FileStorage(data.fs(name), blob_dir=data.blobs(name)))
+    try:
+        tm = transaction.TransactionManager()
+        conn = db.open(tm)
+        conn.root()['writes'].update(items)
+        tm.commit()
+        conn.close()
+    finally:
+        db.close()
+
+
 class Stage:
 
-    def __init__(self, test, name='beta'):
+    def __init__(self, test, name='beta', data_from='self',
+                 balancer='haproxy'):
+        """``balancer``: ``haproxy`` or ``nginx`` in front."""
         self.test = test
         self.name = name
-        haproxysupport.skip_unless_haproxy(test)
+        self.data_from = data_from
+        if balancer == 'nginx':
+            nginxsupport.skip_unless_nginx(test)
+        else:
+            haproxysupport.skip_unless_haproxy(test)
         self.tmp = zeosupport.temporary_directory(test, 'safedeploy-stage-')
         self.root = os.path.join(self.tmp, name)
         self.twin = os.path.join(self.tmp, name + '_upgrade')
         self.stages = os.path.join(self.tmp, 'stages')
-        self.main_data = make_data(os.path.join(self.root, 'data'))
+        if data_from == 'previous':
+            self.dev_data = make_data(os.path.join(self.tmp, 'dev', 'data'))
+            write(self.dev_data, **{'from-dev': '1'})
+            self.main_data = copy_data(self.dev_data,
+                                       os.path.join(self.root, 'data'))
+        else:
+            self.main_data = make_data(os.path.join(self.root, 'data'))
         self.twin_data = state.DataRoot(os.path.join(self.twin, 'data'))
         self.zeo = '127.0.0.1:%d' % zeoserver.free_port()
         self.twin_zeo = '127.0.0.1:%d' % zeoserver.free_port()
@@ -67,14 +121,28 @@ class Stage:
         test.addCleanup(self.twin_server.stop)
         self.ports = {n: haproxysupport.free_port()
                       for n in ('main1', 'main2', 'twin1')}
-        self.clients = {}
-        for name_, port in self.ports.items():
+        self.caches = os.path.join(self.tmp, 'caches')
+        os.mkdir(self.caches)
+        self.clients = {n: dict(
+            port=port, zeo=self.twin_zeo if n.startswith('twin') else
+            self.zeo, log=os.path.join(self.tmp, n + '.log'),
+            pidfile=os.path.join(self.tmp, n + '.pid'),
+            cache=n if data_from == 'previous' else None, var=self.caches)
+            for n, port in self.ports.items()}
+        self.clients_file = os.path.join(self.tmp, 'clients.json')
+        with open(self.clients_file, 'w') as f:
+            json.dump(self.clients, f)
+        for name_ in self.ports:
             self.start_client(name_)
-        self.proxy = haproxysupport.HAProxy(test, [
-            ('main1', self.ports['main1'], True),
-            ('main2', self.ports['main2'], True),
-            ('twin1', self.ports['twin1'], False)], backend=name)
-        self.balancer = balancer.open(self.proxy.spec)
+            test.addCleanup(self.stop_client, name_)
+        servers = [('main1', self.ports['main1'], True),
+                   ('main2', self.ports['main2'], True),
+                   ('twin1', self.ports['twin1'], False)]
+        if balancer == 'nginx':
+            self.proxy = nginxsupport.Nginx(test, servers, upstream=name)
+        else:
+            self.proxy = haproxysupport.HAProxy(test, servers, backend=name)
+        self.balancer = balancers.open(self.proxy.spec)
         self.config = os.path.join(self.tmp, 'stages.cfg')
         self.write_config()
         for name_ in ('main1', 'main2'):
@@ -93,7 +161,8 @@ class Stage:
             twin-servers = twin1
             zeo = %(zeo)s
             twin-zeo = %(twin_zeo)s
-            data-from = self
+            data-from = %(data_from)s
+            release = %(release)s
             check = http://127.0.0.1:%(main1)d/ok http://127.0.0.1:%(main2)d/ok
             twin-check = http://127.0.0.1:%(twin1)d/ok
             drain-timeout = 5
@@ -102,27 +171,35 @@ class Stage:
                         spec=self.proxy.spec, zeo=self.zeo,
                         twin_zeo=self.twin_zeo,
                         check_timeout=extra.pop('check_timeout', 10),
-                        **self.ports)
+                        data_from=self.data_from,
+                        release=extra.pop('release', 'none'), **self.ports)
+        if self.data_from == 'previous':
+            control = '%s %s %%s %s %%s' % (sys.executable, CLIENT,
+                                            self.clients_file)
+            body += textwrap.dedent('''\
+                previous-data = %(dev)s
+                client-cache = %(caches)s/main*.zec
+                twin-client-cache = %(caches)s/twin*.zec
+                client-stop-command = %(stop_main)s
+                client-start-command = %(start_main)s
+                twin-client-stop-command = %(stop_twin)s
+                twin-client-start-command = %(start_twin)s
+                ''') % dict(
+                    dev=self.dev_data.path, caches=self.caches,
+                    stop_main=control % ('stop', 'main1 main2'),
+                    start_main=control % ('start', 'main1 main2'),
+                    stop_twin=control % ('stop', 'twin1'),
+                    start_twin=control % ('start', 'twin1'))
         for key, value in extra.items():
-            body += '%s = %s\n' % (key, value)
+            body += '%s = %s\n' % (key.replace('_', '-'), value)
         with open(self.config, 'w') as f:
             f.write(body)
 
     def start_client(self, name):
-        zeo = self.twin_zeo if name.startswith('twin') else self.zeo
-        with open(os.path.join(self.tmp, name + '.log'), 'ab') as log:
-            process = subprocess.Popen(
-                [sys.executable, APP, str(self.ports[name]), zeo],
-                stdout=subprocess.PIPE, stderr=log,
-                env=zeoserver.child_env())
-        assert process.stdout.readline().strip() == b'listening'
-        self.clients[name] = process
-        self.test.addCleanup(self.stop_client, name)
+        promote_client.start(self.clients[name])
 
     def stop_client(self, name):
-        process = self.clients.pop(name, None)
-        if process is not None:
-            zeosupport.kill(process)
+        promote_client.stop(self.clients[name])
 
     def logs(self):
         found = {}
@@ -148,9 +225,25 @@ class Stage:
                     args)
 
     def promote(self, *args, **kw):
+        kw.setdefault('env', zeoserver.child_env())
         return subprocess.run(self.command(*(args or (self.name,))),
-                              capture_output=True, text=True,
-                              env=zeoserver.child_env(), timeout=180, **kw)
+                              capture_output=True, text=True, timeout=180,
+                              **kw)
+
+    def evolved(self):
+        """The example evolve's version in the main set's current data
+        (no server needs to run)."""
+        import ZODB
+        from ZODB.FileStorage import FileStorage
+        name = self.main_data.current()
+        db = ZODB.DB(FileStorage(self.main_data.fs(name), read_only=True,
+                                 blob_dir=self.main_data.blobs(name)))
+        try:
+            conn = db.open()
+            versions = conn.root().get('repoze.evolution', {})
+            return versions.get(EVOLVE)
+        finally:
+            db.close()
 
     def dump(self):
         with urllib.request.urlopen(self.proxy.url + '/dump',
@@ -168,6 +261,7 @@ class Load:
     def __init__(self, url, writers=2, readers=1):
         self.url = url
         self.acked = []
+        self.served = {}         # acknowledged write: the port that did it
         self.failed = []
         self.latencies = []      # (start as time.time(), seconds)
         self.stopping = threading.Event()
@@ -179,15 +273,18 @@ class Load:
         for t in self.threads:
             t.start()
 
-    def request(self, path, method='GET'):
+    def request(self, path, method='GET', answer=None):
+        """True when answered 200; the body is appended to ``answer``."""
         wall, started = time.time(), time.monotonic()
         try:
             req = urllib.request.Request(self.url + path, method=method,
                                          data=b'' if method == 'POST'
                                          else None)
             with urllib.request.urlopen(req, timeout=60) as r:
-                r.read()
+                body = r.read().decode()
                 ok = r.status == 200
+            if answer is not None:
+                answer.append(body)
         except (urllib.error.HTTPError, OSError) as e:
             ok = False
             self.failed.append('%s %s: %s' % (method, path, e))
@@ -199,7 +296,9 @@ class Load:
         while not self.stopping.is_set():
             n += 1
             key = 'w%d-%d' % (i, n)
-            if self.request('/write?k=%s&v=%d' % (key, n), 'POST'):
+            answer = []
+            if self.request('/write?k=%s&v=%d' % (key, n), 'POST', answer):
+                self.served[key] = int(answer[0].split()[-1])
                 self.acked.append(key)
             time.sleep(0.005)
 

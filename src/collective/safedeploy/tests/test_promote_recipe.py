@@ -41,6 +41,7 @@ class PromoteRecipeTests(unittest.TestCase):
                 twin-servers = twin1
                 zeo = 127.0.0.1:8100
                 twin-zeo = 127.0.0.1:8200
+                release = none
                 '''))
         sample.write_config('''\
             parts = promote
