@@ -17,15 +17,13 @@ from ..core.errors import ConfigurationError
 from ..core.errors import Refused
 from .records import CONFIGURATION
 from .records import IndexFailure
+from .records import NO_HOSTS
 from .records import VERSIONS
 from .records import index_path
 from .records import read_record
 
 logger = logging.getLogger('collective.safedeploy')
 
-# a host pattern no real host matches: buildout's allow-hosts with it
-# refuses every URL but file: ones
-NO_HOSTS = '*.invalid'
 
 REBUILD_CFG = '''\
 # Rebuild of release {tag} from its package index, with no network.

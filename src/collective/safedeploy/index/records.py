@@ -28,6 +28,10 @@ from ..core.store import PACKAGE_INDEX
 from ..core.store import Store
 from ..core.store import validate_name
 
+# a host pattern no real host matches: buildout's allow-hosts with it
+# refuses every URL but file: ones (builds from a release's own index)
+NO_HOSTS = '*.invalid'
+
 RECORD = 'safedeploy-index.json'
 VERSIONS = 'versions.cfg'
 CONFIGURATION = 'buildout'

@@ -27,12 +27,12 @@ from ..core.errors import ConfigurationError
 from ..core.errors import Refused
 from ..index.records import VERSIONS
 from ..index.records import IndexFailure
+from ..index.records import NO_HOSTS
 from ..index.records import index_path
 from ..index.records import read_record
 
 CONFIG = '.safedeploy-promote.cfg'
 NO_INDEX = '.safedeploy-promote-no-index'
-NO_HOSTS = '*.invalid'
 
 TEMPLATE = '''\
 # Written by bin/promote: release {tag}, current on stage {previous},

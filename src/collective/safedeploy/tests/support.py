@@ -95,6 +95,26 @@ def run(args, cwd=None, env=None, timeout=600, input=None, split=False):
     return Result(args, p.returncode, p.stdout, p.stderr or '')
 
 
+def pyproject(name):
+    """pyproject.toml of a src-layout package ``name`` whose console
+    script ``name`` runs ``name:main``."""
+    return textwrap.dedent('''\
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "%s"
+        version = "0.1"
+
+        [project.scripts]
+        %s = "%s:main"
+
+        [tool.setuptools.packages.find]
+        where = ["src"]
+        ''' % (name, name, name))
+
+
 class SampleBuildout:
     """A buildout directory in a temporary directory.
 
@@ -152,21 +172,7 @@ class SampleBuildout:
                     script=None):
         """A develop package with a console script ``<name>`` that prints
         ``<name> <version>``."""
-        self.write('src/%s/pyproject.toml' % name, '''\
-            [build-system]
-            requires = ["setuptools"]
-            build-backend = "setuptools.build_meta"
-
-            [project]
-            name = "%s"
-            version = "0.1"
-
-            [project.scripts]
-            %s = "%s:main"
-
-            [tool.setuptools.packages.find]
-            where = ["src"]
-            ''' % (name, name, name))
+        self.write('src/%s/pyproject.toml' % name, pyproject(name))
         # a src layout: buildout 6 puts its path on the scripts' sys.path
         # (a flat layout's editable finder is not followed by scripts)
         self.write('src/%s/src/%s/__init__.py' % (name, name), script or '''\

@@ -39,21 +39,7 @@ class Upstream:
         self.path = os.path.join(directory, name)
         os.makedirs(os.path.join(self.path, 'src', name))
         with open(os.path.join(self.path, 'pyproject.toml'), 'w') as f:
-            f.write(textwrap.dedent('''\
-                [build-system]
-                requires = ["setuptools"]
-                build-backend = "setuptools.build_meta"
-
-                [project]
-                name = "%s"
-                version = "0.1"
-
-                [project.scripts]
-                %s = "%s:main"
-
-                [tool.setuptools.packages.find]
-                where = ["src"]
-                ''' % (name, name, name)))
+            f.write(support.pyproject(name))
         git(self.path, 'init', '-q', '-b', 'main', '.')
         self.commit('one')
 
