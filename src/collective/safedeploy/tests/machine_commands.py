@@ -119,7 +119,8 @@ def check_zeo(address):
 
 def load(url):
     from collective.safedeploy.tests.promotesupport import Load
-    generator = Load(url)
+    # a steady load that leaves the machine's two cores to the rollout
+    generator = Load(url, writers=1, readers=1, pause=0.02)
     sys.stdin.read()
     generator.stop()
     status, body = get(url + '/dump', timeout=30)

@@ -128,10 +128,13 @@ class Machine:
             raise AssertionError('on %s: ip %s: %s' % (
                 self.name, ' '.join(args), p.stdout.strip()))
 
-    def stop(self):
-        """End the machine and every process in it."""
+    def kill(self):
         if self.process.poll() is None:
             self.process.kill()
+
+    def stop(self):
+        """End the machine and every process in it."""
+        self.kill()
         self.process.wait()
         self.process.stdout.close()
         pid = getattr(self, 'pid', None)
@@ -176,6 +179,8 @@ class Network:
 
     def stop(self):
         errors = []
+        for m in self.machines.values():
+            m.kill()        # all at once: each takes the kernel a while
         for m in self.machines.values():
             try:
                 m.stop()

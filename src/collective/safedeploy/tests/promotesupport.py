@@ -165,8 +165,9 @@ class Load:
     """Writers and a reader through HAProxy; every acknowledged write and
     every failed request is recorded."""
 
-    def __init__(self, url, writers=2, readers=1):
+    def __init__(self, url, writers=2, readers=1, pause=0.005):
         self.url = url
+        self.pause = pause      # seconds between a thread's requests
         self.acked = []
         self.failed = []
         self.latencies = []      # (start as time.time(), seconds)
@@ -201,12 +202,12 @@ class Load:
             key = 'w%d-%d' % (i, n)
             if self.request('/write?k=%s&v=%d' % (key, n), 'POST'):
                 self.acked.append(key)
-            time.sleep(0.005)
+            time.sleep(self.pause)
 
     def read(self):
         while not self.stopping.is_set():
             self.request('/read?k=w0-1')
-            time.sleep(0.005)
+            time.sleep(self.pause)
 
     def stop(self):
         self.stopping.set()

@@ -342,7 +342,8 @@ class TestMachines(unittest.TestCase):
     def test_4_a_killed_rollout_converges_when_run_again(self):
         args = self.cluster.command('rollout.yml', '5.0')
         env = self.cluster.environment()
-        seed = os.environ.get('SAFEDEPLOY_SEED') or str(random.randrange(10**6))
+        seed = os.environ.get('SAFEDEPLOY_SEED') or str(
+            random.randrange(10**6))
         rng = random.Random(seed)
         tasks = 60          # about the tasks of a run; measured on the way
         kills, runs, seen, moments = 0, 0, set(), []
