@@ -86,6 +86,9 @@ setup(
             'hypothesis',
             # the shipped playbooks are run for real (ansible/)
             'ansible-core>=2.16; python_version >= "3.11"',
+            # its community.docker collection: the nsenter connection to
+            # the machines (namespaces) of test_ansible_machines
+            'ansible>=9; python_version >= "3.11"',
             # a real process manager reloaded during evolve-copy
             'supervisor',
             # the stack of a process a test gave up waiting for

@@ -1,10 +1,12 @@
 """A real HAProxy on loopback for tests: its own configuration, admin
 socket and server-state file in a temporary directory; stopped (and the
-directory removed) in cleanup."""
+directory removed) in cleanup.  With ``prefix`` (e.g. an ``nsenter``
+command) it runs in another network namespace: its loopback there."""
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -54,24 +56,29 @@ backend {backend}
 
 
 class HAProxy:
-    """``servers``: [(name, port, initially_ready)]."""
+    """``servers``: [(name, port or 'host:port', initially_ready)]."""
 
-    def __init__(self, test, servers, backend='site', check=None):
+    def __init__(self, test, servers, backend='site', check=None,
+                 prefix=()):
         skip_unless_haproxy(test)
         self.directory = tempfile.mkdtemp(prefix='haproxy-')
         test.addCleanup(shutil.rmtree, self.directory, True)
         self.socket = os.path.join(self.directory, 'admin.sock')
         self.state_file = os.path.join(self.directory, 'server-state')
         self.config = os.path.join(self.directory, 'haproxy.cfg')
-        self.port = free_port()
+        # another network namespace has every port free
+        self.port = 8000 if prefix else free_port()
+        self.prefix = list(prefix)
         self.backend = backend
         lines = []
         if check:
             lines.append('    option httpchk GET %s' % check)
             lines.append('    default-server inter 300ms fall 2 rise 1')
-        for name, port, ready in servers:
-            lines.append('    server %s 127.0.0.1:%d%s%s' % (
-                name, port, ' check' if check else '',
+        for name, address, ready in servers:
+            if isinstance(address, int):
+                address = '127.0.0.1:%d' % address
+            lines.append('    server %s %s%s%s' % (
+                name, address, ' check' if check else '',
                 '' if ready else ' disabled'))
         with open(self.config, 'w') as f:
             f.write(CONFIG.format(socket=self.socket, state=self.state_file,
@@ -94,22 +101,29 @@ class HAProxy:
         if os.path.exists(self.socket):
             os.unlink(self.socket)
         self.process = subprocess.Popen(
-            [HAPROXY, '-db', '-f', self.config],
+            self.prefix + [HAPROXY, '-db', '-f', self.config],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError('haproxy did not start: %s' %
                                      self.process.stderr.read().decode())
-            if os.path.exists(self.socket):
-                try:
-                    with socket.create_connection(
-                            ('127.0.0.1', self.port), 1):
-                        return
-                except OSError:
-                    pass
+            if os.path.exists(self.socket) and self.listening():
+                return
             time.sleep(0.02)
         raise AssertionError('haproxy did not open its socket in 10 s')
+
+    def listening(self):
+        if self.prefix:     # ask from inside its network namespace
+            return subprocess.run(self.prefix + [
+                sys.executable, '-c', 'import socket; socket.create_connection'
+                '(("127.0.0.1", %d), 1).close()' % self.port],
+                stderr=subprocess.DEVNULL).returncode == 0
+        try:
+            with socket.create_connection(('127.0.0.1', self.port), 1):
+                return True
+        except OSError:
+            return False
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:

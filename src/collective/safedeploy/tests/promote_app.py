@@ -1,16 +1,19 @@
 """A tiny WSGI site over ZODB through ZEO, run as a process by the promote
-tests: ``python promote_app.py PORT ZEO-ADDRESS [CLIENT VAR]``; with
-CLIENT and VAR, its ZEO client keeps a persistent cache (ZEO's
-``client`` and ``var``: ``VAR/CLIENT-1.zec``).
+tests: ``python promote_app.py PORT ZEO-ADDRESS [HOST [CLIENT VAR]]`` (HOST:
+the address to listen on, default 127.0.0.1); with CLIENT and VAR, its ZEO
+client keeps a persistent cache (ZEO's ``client`` and ``var``:
+``VAR/CLIENT-1.zec``).
 
-GET /ok: 200 when the database answers; GET /read?k=KEY; POST
-/write?k=KEY&v=VALUE commits root['writes'][KEY] = VALUE and answers
-``written PORT``; GET /dump: every key.  A write the server refuses before anything was committed (it is
-frozen: ReadOnlyError; it is away: ClientDisconnected before the commit)
-is tried again for up to 1 s, then answered 503 so that the balancer
-retries it on another server.
+GET /ok: 200 when the database answers; GET /release: the name of the
+directory the app was started in (a release directory); GET /read?k=KEY;
+POST /write?k=KEY&v=VALUE commits root['writes'][KEY] = VALUE and answers
+``written PORT``; GET /dump: every key.  A write the server refuses before
+anything was committed (it is frozen: ReadOnlyError; it is away:
+ClientDisconnected before the commit) is tried again for up to 1 s, then
+answered 503 so that the balancer retries it on another server.
 """
 import json
+import os
 import socketserver
 import sys
 import threading
@@ -28,8 +31,10 @@ from ZODB.POSException import ConflictError
 from ZODB.POSException import ReadOnlyError
 
 PORT, ADDRESS = int(sys.argv[1]), sys.argv[2]
+LISTEN = sys.argv[3] if len(sys.argv) > 3 else '127.0.0.1'
+RELEASE = os.path.basename(os.getcwd())
 host, _, port = ADDRESS.rpartition(':')
-cache = dict(client=sys.argv[3], var=sys.argv[4]) if len(sys.argv) > 4 \
+cache = dict(client=sys.argv[4], var=sys.argv[5]) if len(sys.argv) > 5 \
     else {}
 storage = ZEO.client((host, int(port)), wait=False, min_disconnect_poll=0.05,
                      max_disconnect_poll=0.2, wait_timeout=1, **cache)
@@ -87,6 +92,8 @@ def app(environ, start_response):
             if path == '/ok':
                 read('-')
                 body = 'ok'
+            elif path == '/release':
+                body = RELEASE
             elif path == '/read':
                 body = json.dumps(read(q['k']))
             elif path == '/dump':
@@ -115,7 +122,7 @@ class Quiet(WSGIRequestHandler):
         pass
 
 
-server = make_server('127.0.0.1', PORT, app, server_class=Server,
+server = make_server(LISTEN, PORT, app, server_class=Server,
                      handler_class=Quiet)
 print('listening', flush=True)
 server.serve_forever()

@@ -48,7 +48,7 @@ def start(spec):
         return
     args = [sys.executable, APP, str(spec['port']), spec['zeo']]
     if spec.get('cache'):
-        args += [spec['cache'], spec['var']]
+        args += ['127.0.0.1', spec['cache'], spec['var']]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in sys.path if p))
     with open(spec['log'], 'ab') as log:

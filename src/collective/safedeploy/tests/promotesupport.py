@@ -258,8 +258,9 @@ class Load:
     """Writers and a reader through HAProxy; every acknowledged write and
     every failed request is recorded."""
 
-    def __init__(self, url, writers=2, readers=1):
+    def __init__(self, url, writers=2, readers=1, pause=0.005):
         self.url = url
+        self.pause = pause      # seconds between a thread's requests
         self.acked = []
         self.served = {}         # acknowledged write: the port that did it
         self.failed = []
@@ -300,12 +301,12 @@ class Load:
             if self.request('/write?k=%s&v=%d' % (key, n), 'POST', answer):
                 self.served[key] = int(answer[0].split()[-1])
                 self.acked.append(key)
-            time.sleep(0.005)
+            time.sleep(self.pause)
 
     def read(self):
         while not self.stopping.is_set():
             self.request('/read?k=w0-1')
-            time.sleep(0.005)
+            time.sleep(self.pause)
 
     def stop(self):
         self.stopping.set()

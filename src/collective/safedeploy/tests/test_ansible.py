@@ -65,17 +65,18 @@ def ansible_playbook_skip_reason():
 
 
 class Cluster:
-    """Six site roots, each released at 1.0 with a real bin/buildout."""
+    """Site roots (one per host of ``hosts``, its buildout.cfg written by
+    ``configure``), each released at 1.0 with a real bin/buildout."""
 
-    def __init__(self):
+    def __init__(self, hosts=HOSTS, configure=site_config):
         self.directory = tempfile.mkdtemp(prefix='safedeploy-ansible-')
         self.sites = {}
-        for host in HOSTS:
+        for host in hosts:
             sample = support.SampleBuildout(os.path.join(self.directory,
                                                          host))
             sample.add_package('hello', '1.0')
             support.add_test_recipes(sample)
-            site_config(sample)
+            configure(sample)
             self.sites[host] = sample
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             results = list(pool.map(
