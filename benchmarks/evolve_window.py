@@ -329,8 +329,8 @@ def main(argv=None):
         print('writer\'s longest refused interval: %7.3f s (window %.3f s, '
               'difference %+.3f s; retry interval %.3f s: %s)' % (
                   one['refused'], w1, difference, RETRY,
-                  'they agree' if abs(difference) <= RETRY else
-                  'they DO NOT agree'))
+                  'within it' if abs(difference) <= RETRY else
+                  'outside it'))
         t = one['timeline']
         if t['first_refused'] and t['first_ok']:
             print('  writer: first refused %.3f s after the freeze began, '
