@@ -18,6 +18,7 @@ open only.
 """
 import os
 import socket
+import stat
 import sys
 
 
@@ -33,13 +34,9 @@ def main(argv=None):
     options = ZEO.runzeo.ZEOOptions()
     options.load_schema()
     print('ready', flush=True)
-    control = socket.socket(fileno=os.dup(0))
-    go, sock = listener.receive_go(control)
+    go, sock, control = read_go()
     if go is None:
         return 0
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
     tmp = pidfile + '.%d.tmp' % os.getpid()
     with open(tmp, 'w') as f:
         f.write('%d freezable\n' % os.getpid())
@@ -48,33 +45,64 @@ def main(argv=None):
     server_setup(state_dir, int(go[0]) if go else None)
     os.dup2(2, 1)
 
-    def serving():
-        listener.offer(sock, state_dir)
-        try:
-            control.sendall(b'serving\n')
-        except OSError:
-            pass        # the starting command went away: we serve anyway
-        control.close()
+    def serving(serving_on):
+        listener.offer(serving_on, state_dir)
+        if control is not None:
+            try:
+                control.sendall(b'serving\n')
+            except OSError:
+                pass    # the starting command went away: we serve anyway
+            control.close()
 
     options.realize(['-C', conf])
     runzeo_on(options, listener.acceptor_on(sock, serving)).main()
     return 0
 
 
+def read_go():
+    """(words after 'go', listening socket, control socket) from our stdin;
+    words None: no go, exit.  Started by
+    :meth:`~collective.safedeploy.zeo.server.ZEOServer.prepare`, stdin is a
+    unix socket and the go comes with the listening socket.  Otherwise (a
+    process manager running this in the foreground, its stdin a line
+    ``go``) there is none: the server binds the address itself, and offers
+    that socket to the next server all the same."""
+    try:
+        fd = sys.stdin.fileno()
+        is_socket = stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except (AttributeError, OSError, ValueError):
+        is_socket = False
+    if not is_socket:
+        words = sys.stdin.readline().split()
+        return (words[1:] if words[:1] == ['go'] else None), None, None
+    from . import listener
+    control = socket.socket(fileno=os.dup(fd))
+    go, sock = listener.receive_go(control)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    return go, sock, control
+
+
 def runzeo_on(options, acceptor):
-    """runzeo's server, on the listening socket ``acceptor`` serves."""
+    """runzeo's server, with ``acceptor`` (:func:`.listener.acceptor_on`)."""
     import ZEO.runzeo
     from ZEO.StorageServer import StorageServer
 
     class Server(ZEO.runzeo.ZEOServer):
 
         def check_socket(self):
-            """Nothing to check: the address is ours (runzeo's check
+            """Nothing to check when the address is ours (runzeo's check
             connects to it, and the socket handed over accepts)."""
+            if not acceptor.handed_over:
+                super().check_socket()
 
         def clear_socket(self):
-            """Leave a unix socket's file: the next server serves the
-            same socket (a stale file is removed before a bind)."""
+            """Leave a unix socket's file once this server listens: the
+            next server serves the same socket (a stale file is removed
+            before a bind)."""
+            if not acceptor.handed_over and not acceptor.listening:
+                super().clear_socket()
 
         def create_server(self):
             """runzeo's create_server, with our acceptor."""

@@ -194,14 +194,23 @@ def receive_go(control):
 def acceptor_on(sock, serving):
     """A ``ZEO.asyncio.server.Acceptor`` class that serves on ``sock``, the
     listening socket handed over, instead of binding the address (which is
-    taken: by ``sock`` itself); it calls ``serving()`` once it accepts.
-    The rest -- protocol, closing -- is ZEO's."""
+    taken: by ``sock`` itself); ``sock`` None: it binds, as ZEO's does.
+    It calls ``serving(listening_socket)`` once it accepts.  The rest --
+    protocol, closing -- is ZEO's."""
     import asyncio
     from ZEO.asyncio import server as zeoserver
 
     class Acceptor(zeoserver.Acceptor):
 
+        handed_over = sock is not None
+        listening = False
+
         def __init__(self, storage_server, addr, ssl, msgpack):
+            if sock is None:
+                super().__init__(storage_server, addr, ssl, msgpack)
+                Acceptor.listening = True
+                serving(self.server.sockets[0])
+                return
             self.storage_server = storage_server
             self.addr = addr
             self.ssl_context = ssl
@@ -222,8 +231,9 @@ def acceptor_on(sock, serving):
                 asyncio.ensure_future(cr, loop=loop))
             if isinstance(addr, tuple):
                 self.addr = sock.getsockname()[:2]
+            Acceptor.listening = True
             zeoserver.logger.info('listening on %s (socket handed over)',
                                   str(self.addr))
-            serving()
+            serving(sock)
 
     return Acceptor
