@@ -114,7 +114,10 @@ def listening(address):
 
 
 def alive(pid):
-    """True when ``pid`` runs (a zombie does not count)."""
+    """True when ``pid`` runs (a zombie does not count), or any thread of
+    it does: a killed multi-threaded process's main thread can be a zombie
+    while its other threads still exit -- and until the last one has, its
+    files (the listening socket, the Data.fs lock) are still open."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -122,11 +125,21 @@ def alive(pid):
     except PermissionError:
         return True
     try:
-        with open('/proc/%d/stat' % pid) as f:
-            state = f.read().rpartition(')')[2].split()[0]
-        return state not in ('Z', 'X')
-    except (OSError, IndexError):
-        return True
+        tasks = os.listdir('/proc/%d/task' % pid)
+    except OSError:
+        tasks = []
+    for stat in ['/proc/%d/task/%s/stat' % (pid, t) for t in tasks] + [
+            '/proc/%d/stat' % pid]:
+        try:
+            with open(stat) as f:
+                state = f.read().rpartition(')')[2].split()[0]
+        except FileNotFoundError:
+            continue
+        except (OSError, IndexError):
+            return True
+        if state not in ('Z', 'X'):
+            return True
+    return False
 
 
 class ZEOServer:
