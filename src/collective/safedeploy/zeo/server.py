@@ -533,6 +533,7 @@ class ZEOServer:
             if process.poll() is None and process.returncode is None:
                 process.kill()
                 process.wait()
+            self.close_control(process)
             raise
         finally:
             if listener is not None:
