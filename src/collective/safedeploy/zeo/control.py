@@ -123,9 +123,7 @@ class DataServer:
             if process.poll() is None:
                 process.kill()   # it waits for its go: nothing to lose
                 process.wait()
-            for pipe in (process.stdin, process.stdout):
-                if pipe is not None and not pipe.closed:
-                    pipe.close()
+            self.server.close_control(process)
         self._next = []
 
     def serve(self, generation_dir, read_only):

@@ -6,9 +6,13 @@ a SIGKILL of that command).  Unless a custom ``runzeo`` is configured it
 is started through :mod:`.bootstrap` and can freeze in place
 (:mod:`.freeze`); otherwise freezing means restarting it read-only on the
 same address (clients configured with ``read-only-fallback true`` keep
-serving reads meanwhile).  Its pid, configuration and log live in a state
-directory (they describe running processes: written atomically, not
-fsynced -- a power failure ends those processes anyway)::
+serving reads meanwhile).  A server started through :mod:`.bootstrap`
+serves on a listening socket handed from one server process to the next
+(:mod:`.listener`): the port never closes across a restart, and ZEO
+clients are not made to wait for their reconnect delay.  Its pid,
+configuration and log live in a state directory (they describe running
+processes: written atomically, not fsynced -- a power failure ends those
+processes anyway)::
 
     <state>/zeo.conf   <state>/zeo.pid   <state>/zeo.log   <state>/zeo.frozen
 """
@@ -24,6 +28,7 @@ from ..core import fsutil
 from ..core.errors import ConfigurationError
 from ..core.errors import SafeDeployError
 from ..data.filestorage import index_position
+from . import listener as listeners
 from .freeze import FROZEN
 
 logger = logging.getLogger('collective.safedeploy')
@@ -109,7 +114,10 @@ def listening(address):
 
 
 def alive(pid):
-    """True when ``pid`` runs (a zombie does not count)."""
+    """True when ``pid`` runs (a zombie does not count), or any thread of
+    it does: a killed multi-threaded process's main thread can be a zombie
+    while its other threads still exit -- and until the last one has, its
+    files (the listening socket, the Data.fs lock) are still open."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -117,11 +125,21 @@ def alive(pid):
     except PermissionError:
         return True
     try:
-        with open('/proc/%d/stat' % pid) as f:
-            state = f.read().rpartition(')')[2].split()[0]
-        return state not in ('Z', 'X')
-    except (OSError, IndexError):
-        return True
+        tasks = os.listdir('/proc/%d/task' % pid)
+    except OSError:
+        tasks = []
+    for stat in ['/proc/%d/task/%s/stat' % (pid, t) for t in tasks] + [
+            '/proc/%d/stat' % pid]:
+        try:
+            with open(stat) as f:
+                state = f.read().rpartition(')')[2].split()[0]
+        except FileNotFoundError:
+            continue
+        except (OSError, IndexError):
+            return True
+        if state not in ('Z', 'X'):
+            return True
+    return False
 
 
 class ZEOServer:
@@ -245,19 +263,58 @@ class ZEOServer:
 
     def prepare(self):
         """Start the next server process, imports done, waiting for the
-        go: a restart then costs the stop and the storage open only."""
+        go: a restart then costs the stop and the storage open only.
+        Its stdin is its control socket (``process.control`` ours): the go
+        comes with the listening socket (:mod:`.listener`)."""
         os.makedirs(self.state_dir, exist_ok=True)
         log = open(self.log, 'ab')
+        control = child = None
+        if not self.runzeo:
+            control, child = listeners.control_pair()
         try:
             process = subprocess.Popen(
-                self.command(), stdin=subprocess.PIPE,
+                self.command(),
+                stdin=child if child is not None else subprocess.PIPE,
                 stdout=log if self.runzeo else subprocess.PIPE,
                 stderr=log, start_new_session=True, close_fds=True,
                 env=child_env())
+        except BaseException:
+            if control is not None:
+                control.close()
+            raise
         finally:
             log.close()
+            if child is not None:
+                child.close()
         process.ready = bool(self.runzeo)
+        process.control = control
         return process
+
+    @staticmethod
+    def close_control(process):
+        """Close our end of a process's pipes and control socket."""
+        for pipe in (process.stdin, process.stdout,
+                     getattr(process, 'control', None)):
+            if pipe is not None:
+                pipe.close()
+
+    def bind(self):
+        """A new listening socket on our address, for the first server
+        process; one line when the address is taken."""
+        try:
+            return listeners.bind(self.address)
+        except listeners.ListenerError as e:
+            raise ServerError('cannot listen on %s (%s): another process '
+                              'listens there; stop it, or set another '
+                              'address' % (format_address(self.address),
+                                           e.strerror))
+
+    def take_listener(self):
+        """The listening socket of the running server, to hand to the next
+        one (None when it does not offer one: then the next binds)."""
+        if self.runzeo or self.pid() is None:
+            return None
+        return listeners.take(self.state_dir, self.address)
 
     def wait_ready(self, process):
         """Wait until a prepared process has done its imports."""
@@ -270,21 +327,37 @@ class ZEOServer:
                                   % (self.describe(), self.log))
 
     def start(self, path, blob_dir, read_only=False, timeout=60,
-              process=None):
+              process=None, listener=None):
         """Start serving ``path`` (Data.fs) and ``blob_dir``; return when
-        the server accepts connections."""
+        the server accepts connections.  ``listener``: the listening socket
+        taken from the server before (:meth:`take_listener`); otherwise
+        the address is bound anew.  The caller keeps and closes
+        ``listener``; the server process gets its own."""
         if self.pid():
             raise ServerError(
                 '%s already runs (pid %s); stop it first' % (
                     self.describe(), self.pid()))
         self.wait_stopped(timeout)
-        if listening(self.address):
+        if listener is None and listening(self.address):
             raise ServerError(
                 'another server, not started by safedeploy, listens on %s; '
                 'stop it and start it with zeo-server start' %
                 format_address(self.address))
-        if isinstance(self.address, str) and os.path.exists(self.address):
+        if listener is None and isinstance(self.address, str) and \
+                os.path.exists(self.address):
             os.unlink(self.address)
+        bound = None
+        if listener is None and not self.runzeo:
+            # bound before anything changes: taken, nothing is
+            bound = listener = self.bind()
+        try:
+            return self._start(path, blob_dir, read_only, timeout, process,
+                               listener)
+        finally:
+            if bound is not None:
+                bound.close()   # in flight, then the server process's
+
+    def _start(self, path, blob_dir, read_only, timeout, process, listener):
         self.write_conf(path, blob_dir, read_only)
         if process is None:
             process = self.prepare()
@@ -292,14 +365,24 @@ class ZEOServer:
         if self.runzeo:
             fsutil.atomic_write(self.pidfile, '%d\n' % process.pid,
                                 durable=False)
-        # a preloaded process writes its pid file itself, once it has its go
-        position = None if self.runzeo else index_position(path)
-        try:
-            process.stdin.write(b'go\n' if position is None else
-                                b'go %d\n' % position)
-            process.stdin.close()
-        except OSError:
-            pass
+            try:
+                process.stdin.write(b'go\n')
+                process.stdin.close()
+            except OSError:
+                pass
+            self._wait_listening(process, timeout)
+        else:
+            # a preloaded process writes its pid file itself, once it has
+            # its go
+            self._go(process, index_position(path), listener, timeout)
+        # the process is detached: nobody needs to wait for it but us now
+        process.returncode = 0  # keep Popen.__del__ quiet
+        logger.debug('%s started %s on %s', self.describe(),
+                     'read-only' if read_only else 'writable', path)
+        return process.pid
+
+    def _wait_listening(self, process, timeout):
+        """A custom runzeo binds the address itself: wait until it does."""
         deadline = time.monotonic() + timeout
         while not listening(self.address):
             if process.poll() is not None:
@@ -311,15 +394,57 @@ class ZEOServer:
                 raise ServerError('%s did not listen within %d s; see %s' % (
                     self.describe(), timeout, self.log))
             time.sleep(0.001)
-        # the process is detached: nobody needs to wait for it but us now
-        process.returncode = 0  # keep Popen.__del__ quiet
-        logger.debug('%s started %s on %s', self.describe(),
-                     'read-only' if read_only else 'writable', path)
-        return process.pid
 
-    def stop(self, timeout=60):
+    def _go(self, process, position, listener, timeout):
+        """Give a preloaded process its go with the listening socket (ours
+        from the server before, or bound now) and wait until it serves on
+        it.  Connecting is no sign of that: the socket accepts into its
+        backlog all along."""
+        control = process.control
+        try:
+            listeners.send_go(control, [] if position is None else
+                              [str(position)], listener)
+        except OSError:
+            pass    # it died: said below
+        deadline = time.monotonic() + timeout
+        control.settimeout(0.01)
+        answer = b''
+        try:
+            while not answer.endswith(b'\n'):
+                try:
+                    chunk = control.recv(64)
+                except socket.timeout:
+                    chunk = None
+                except OSError:
+                    chunk = b''
+                if chunk:
+                    answer += chunk
+                    continue
+                if chunk == b'' or process.poll() is not None:
+                    try:
+                        process.wait(5)
+                    except subprocess.TimeoutExpired:
+                        self._kill(process.pid)
+                    raise ServerError(
+                        '%s exited with code %s while starting; see %s' % (
+                            self.describe(), process.returncode, self.log))
+                if time.monotonic() > deadline:
+                    self._kill(process.pid)
+                    raise ServerError(
+                        '%s did not serve within %d s; see %s' % (
+                            self.describe(), timeout, self.log))
+        finally:
+            control.close()
+        if answer.strip() != b'serving':
+            raise ServerError('%s said %r while starting; see %s' % (
+                self.describe(), answer.strip().decode('ascii', 'replace'),
+                self.log))
+
+    def stop(self, timeout=60, handed_over=False):
         """Stop the server (SIGTERM: FileStorage closes and writes its
-        index); SIGKILL after ``timeout``."""
+        index); SIGKILL after ``timeout``.  ``handed_over``: its listening
+        socket was taken for the next server, so the port stays open --
+        only the process's end is waited for."""
         pid = self.pid()
         if pid is None:
             self.wait_stopped(timeout)
@@ -347,7 +472,8 @@ class ZEOServer:
         self._wait_exit(pid, timeout)
         self._reap(pid)
         deadline = time.monotonic() + timeout
-        while listening(self.address) and time.monotonic() < deadline:
+        while not handed_over and listening(self.address) and \
+                time.monotonic() < deadline:
             time.sleep(0.01)
         logger.debug('%s stopped', self.describe())
         return True
@@ -381,24 +507,37 @@ class ZEOServer:
     def restart(self, path, blob_dir, read_only=False, timeout=60,
                 process=None):
         """Stop the running server and start it again with another
-        configuration on the same address."""
+        configuration on the same address -- on the same listening socket,
+        taken from the running server before it is stopped: clients
+        connecting meanwhile wait in its backlog for the new server
+        instead of being refused (and waiting out ZEO's reconnect delay).
+        The new process opens the data only once the old one has exited."""
         if process is None or process.poll() is not None:
             process = self.prepare()
+        listener = None
         try:
             t0 = time.monotonic()
             self.wait_ready(process)
             t1 = time.monotonic()
-            self.stop(timeout)
+            listener = self.take_listener()
+            self.stop(timeout, handed_over=listener is not None)
             t2 = time.monotonic()
-            pid = self.start(path, blob_dir, read_only, timeout, process)
-            logger.debug('restart: ready %.3f s, stop %.3f s, start %.3f s',
-                         t1 - t0, t2 - t1, time.monotonic() - t2)
+            pid = self.start(path, blob_dir, read_only, timeout, process,
+                             listener=listener)
+            logger.debug('restart: ready %.3f s, stop %.3f s, start %.3f s'
+                         '%s', t1 - t0, t2 - t1, time.monotonic() - t2,
+                         ' (listening socket handed over)' if listener
+                         else '')
             return pid
         except BaseException:
             if process.poll() is None and process.returncode is None:
                 process.kill()
                 process.wait()
+            self.close_control(process)
             raise
+        finally:
+            if listener is not None:
+                listener.close()
 
     def _kill(self, pid):
         try:
