@@ -336,8 +336,8 @@ class TestMachines(unittest.TestCase):
         self.assertEqual(set(self.cluster.states().values()),
                          {balancer.READY})
         self.assertEqual(result['lost'], [], result)
-        print('\nfailed rollout under load: %d of %d requests failed' % (
-            result['failures'], result['requests']), file=sys.stderr)
+        # the clients flipped back were drained first, one at a time
+        self.assertEqual(result['failures'], 0, result)
 
     def test_4_a_killed_rollout_converges_when_run_again(self):
         args = self.cluster.command('rollout.yml', '5.0')
