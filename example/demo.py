@@ -23,6 +23,7 @@ Every claim it prints is checked; a failed check ends it with exit code 1.
 Its processes (supervisord, the ZEO server, the application) are stopped
 on exit, also on Ctrl-C; the site directory is left for inspection.
 """
+import argparse
 import hashlib
 import json
 import os
@@ -554,10 +555,15 @@ def play(site, out=sys.stdout, observer=None):
     return s
 
 
-def main():
-    site = DEFAULT_SITE
-    if len(sys.argv) > 1:
-        site = os.path.abspath(sys.argv[1])
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='demo.py', description='Play the release story on the example '
+        'site (see bash dev.sh demo).')
+    parser.add_argument(
+        'site', nargs='?', default=DEFAULT_SITE, metavar='SITE_DIRECTORY',
+        help='where the site is made: an empty or missing directory, or one '
+        'an earlier run made (default: var/demo/site of the checkout)')
+    site = os.path.abspath(parser.parse_args(argv).site)
     try:
         check_site(site)
     except NotOurs as e:

@@ -195,7 +195,7 @@ class TestShippedFiles(unittest.TestCase):
 
     def test_the_balance_command_refuses_a_bad_balancer_in_one_line(self):
         for argv, why in ((['nonsense', 'drain', 'c1'], 'write KIND:ADDRESS'),
-                          (['nginx:/x', 'ready', 'c1'], 'unknown kind'),
+                          (['varnish:/x', 'ready', 'c1'], 'unknown kind'),
                           (['haproxy:/nonexistent/admin.sock', 'drain', 'c1'],
                            '/nonexistent/admin.sock')):
             r = support.run([sys.executable, '-m',

@@ -267,6 +267,14 @@ class TestDemoDirectory(unittest.TestCase):
                       err.getvalue())
         self.assertEqual(len(err.getvalue().strip().splitlines()), 1)
 
+    def test_help_makes_nothing(self):
+        tmp = tempfile.mkdtemp(prefix='safedeploy-demo-dir-')
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        r = support.run([sys.executable, DEMO, '--help'], cwd=tmp)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn('usage: demo.py [-h] [SITE_DIRECTORY]', r.output)
+        self.assertEqual(os.listdir(tmp), [])
+
     def test_what_it_made_it_may_remove_and_eggs_stay_inside(self):
         demo = load_demo()
         tmp = tempfile.mkdtemp(prefix='safedeploy-demo-dir-')

@@ -19,6 +19,7 @@ import zipfile
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 from collective.safedeploy.release import distributions
 
 from . import support
@@ -57,8 +58,9 @@ def make_wheel(directory, name, version, payload='', requires=()):
 
 
 def wheelhouse_distributions(names=None):
-    """Manifest entries for the wheels in the test wheelhouse."""
-    result = []
+    """Manifest entries for the wheels in the test wheelhouse, the newest
+    version of each (the Zope site's pins add older ones)."""
+    newest = {}
     for path in sorted(glob.glob(os.path.join(support.WHEELHOUSE, '*.whl'))):
         name, version = distributions.archive_key(os.path.basename(path))
         with zipfile.ZipFile(path) as z:
@@ -69,8 +71,12 @@ def wheelhouse_distributions(names=None):
         if names is not None and canonicalize_name(headers['Name']) not in {
                 canonicalize_name(n) for n in names}:
             continue
-        result.append(entry(headers['Name'], headers['Version'], path))
-    return result
+        key = canonicalize_name(headers['Name'])
+        found = entry(headers['Name'], headers['Version'], path)
+        if key not in newest or Version(found['version']) > Version(
+                newest[key]['version']):
+            newest[key] = found
+    return [newest[k] for k in sorted(newest)]
 
 
 def entry(name, version, archive=None, develop=False, source=None,
