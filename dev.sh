@@ -92,27 +92,34 @@ plone_wheelhouse() {
     say "downloaded in $((SECONDS - started)) s; var/wheelhouse-plone $(du -sh var/wheelhouse-plone | cut -f1); run the Plone site test: SAFEDEPLOY_PLONE_SITE=1 bin/test -m test_zope_site"
 }
 
-# The whole suite, as three test runner processes side by side (most
+# The whole suite, as four test runner processes side by side (most
 # tests wait on subprocesses: bin/buildout, ZEO, PostgreSQL, HAProxy,
-# filesystems), then one summary line over all three.
-SUITE_GROUPS=('test_(interrupts|crash|snapshot|ansible|promote)'
-        'test_(evolve|data_prune|site_zeo|zope_site)')
+# Ansible, filesystems), then one summary line over all of them.  The
+# last group is every test module the others do not name.
+SUITE_GROUPS=('test_(interrupts|crash|snapshot|promote)'
+        'test_(evolve|data_prune|site_zeo|zope_site)'
+        'test_(ansible|mistakes)')
 run_suite() {
     mkdir -p var
-    echo "running the test suite in three processes (logs: var/test-[123].log)"
+    local n=$((${#SUITE_GROUPS[@]} + 1)) pids=() rest=() logs=() i
+    echo "running the test suite in $n processes (logs: var/test-[1-$n].log)"
     # each in a session of its own: a signal a test sends to its process
-    # group never reaches the other two, or this script
-    setsid -w bin/test -m "${SUITE_GROUPS[0]}" >var/test-1.log 2>&1 &
-    first=$!
-    setsid -w bin/test -m "${SUITE_GROUPS[1]}" >var/test-2.log 2>&1 &
-    second=$!
+    # group never reaches the others, or this script
+    for i in "${!SUITE_GROUPS[@]}"; do
+        setsid -w bin/test -m "${SUITE_GROUPS[$i]}" \
+            >"var/test-$((i + 1)).log" 2>&1 &
+        pids+=($!)
+        rest+=(-m "!${SUITE_GROUPS[$i]}")
+        logs+=("var/test-$((i + 1)).log")
+    done
+    logs+=("var/test-$n.log")
     rc=0
-    setsid -w bin/test -m "!${SUITE_GROUPS[0]}" -m "!${SUITE_GROUPS[1]}" \
-        >var/test-3.log 2>&1 || rc=$?
-    wait "$first" || rc=$?
-    wait "$second" || rc=$?
-    cat var/test-1.log var/test-2.log var/test-3.log
-    .venv/bin/python - var/test-1.log var/test-2.log var/test-3.log <<'PY'
+    setsid -w bin/test "${rest[@]}" >"var/test-$n.log" 2>&1 || rc=$?
+    for i in "${pids[@]}"; do
+        wait "$i" || rc=$?
+    done
+    cat "${logs[@]}"
+    .venv/bin/python - "${logs[@]}" <<'PY'
 import re, sys
 totals = [0, 0, 0, 0]
 for log in sys.argv[1:]:

@@ -125,9 +125,11 @@ class TestDemo(unittest.TestCase):
     def test_ctrl_c_stops_the_processes_and_leaves_the_site(self):
         env = dict(os.environ)
         env.pop('PYTHONPATH', None)
+        # in a session of its own: Ctrl-C reaches the terminal's whole
+        # foreground process group, the demo and what it runs
         p = subprocess.Popen([sys.executable, DEMO, self.site], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+                             text=True, start_new_session=True)
         self.addCleanup(self.demo.stop_processes, self.site, io.StringIO())
         self.addCleanup(p.stdout.close)
         self.addCleanup(p.kill)
@@ -139,7 +141,8 @@ class TestDemo(unittest.TestCase):
         pid = supervisord_pid(self.site)
         self.assertIsNotNone(pid, ''.join(output))
         self.assertTrue(pid_alive(pid))
-        p.send_signal(signal.SIGINT)
+        self.assertIsNone(p.poll(), ''.join(output))
+        os.killpg(p.pid, signal.SIGINT)
         rest, _ = p.communicate(timeout=120)
         self.assertEqual(p.returncode, 130, ''.join(output) + rest)
         self.assertIn('demo interrupted; the site is left in', rest)
