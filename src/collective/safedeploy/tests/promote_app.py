@@ -7,10 +7,12 @@ client keeps a persistent cache (ZEO's ``client`` and ``var``:
 GET /ok: 200 when the database answers; GET /release: the name of the
 directory the app was started in (a release directory); GET /read?k=KEY;
 POST /write?k=KEY&v=VALUE commits root['writes'][KEY] = VALUE and answers
-``written PORT``; GET /dump: every key.  A write the server refuses before
-anything was committed (it is frozen: ReadOnlyError; it is away:
-ClientDisconnected before the commit) is tried again for up to 1 s, then
-answered 503 so that the balancer retries it on another server.
+``written PORT``; GET /dump: every key (after a round trip to the
+server, so it holds every write any client was told had committed).  A
+write the server refuses before anything was committed (it is frozen:
+ReadOnlyError; it is away: ClientDisconnected before the commit) is tried
+again for up to 1 s, then answered 503 so that the balancer retries it on
+another server.
 """
 import json
 import os
@@ -97,6 +99,10 @@ def app(environ, start_response):
             elif path == '/read':
                 body = json.dumps(read(q['k']))
             elif path == '/dump':
+                # a round trip to the server first: ZEO applies the
+                # invalidations the server sent before its answer, so the
+                # dump sees every commit another client was told of
+                storage.server_status()
                 body = json.dumps(read())
             elif path == '/write' and environ['REQUEST_METHOD'] == 'POST':
                 write(q['k'], q['v'])

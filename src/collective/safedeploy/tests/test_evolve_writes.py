@@ -334,8 +334,14 @@ class RestartInTheWindowTests(WriterTestCase):
         reloaded = supervisor.reload()
         self.assertEqual(reloaded['zeo'], 'RUNNING')
         self.assertNotEqual(reloaded['zeo-readonly'], 'RUNNING')
-        self.assertTrue(zeoserver.listening(
-            zeoserver.parse_address(self.server.address)))
+        # RUNNING is supervisord's startsecs, not the port: a loaded machine
+        # may take longer to open the storage and bind
+        address = zeoserver.parse_address(self.server.address)
+        deadline = time.monotonic() + 20
+        while not zeoserver.listening(address) and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(zeoserver.listening(address), supervisor.status())
         # the writable program, restarted on the frozen generation: frozen
         n = len(w.log().acknowledged)
         time.sleep(0.5)
