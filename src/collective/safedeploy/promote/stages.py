@@ -85,27 +85,23 @@ class Stage:
         self.evolve_key = v.get('evolve-key') or None
         self.drain_timeout = float(v.get('drain-timeout', '30'))
         self.check_timeout = float(v.get('check-timeout', '30'))
-        self.main = Set('main', v['servers'].split(), v['zeo'],
-                        v.get('data') or os.path.join(self.root, 'data'),
-                        v.get('zeo-state') or os.path.join(
-                            self.root, 'var', 'safedeploy-zeo'),
-                        v.get('check', '').split(),
-                        v.get('client-cache', '').split(),
-                        v.get('client-stop-command'),
-                        v.get('client-start-command'), self.root,
-                        v.get('buildout') or os.path.join(
-                            self.root, 'bin', 'buildout'))
-        self.twin = Set('twin', v['twin-servers'].split(), v['twin-zeo'],
-                        v.get('twin-data') or os.path.join(self.twin_root,
-                                                           'data'),
-                        v.get('twin-zeo-state') or os.path.join(
-                            self.twin_root, 'var', 'safedeploy-zeo'),
-                        v.get('twin-check', '').split(),
-                        v.get('twin-client-cache', '').split(),
-                        v.get('twin-client-stop-command'),
-                        v.get('twin-client-start-command'), self.twin_root,
-                        v.get('twin-buildout') or os.path.join(
-                            self.twin_root, 'bin', 'buildout'))
+        self.main = self._set('main', v, '', self.root)
+        self.twin = self._set('twin', v, 'twin-', self.twin_root)
+
+    @staticmethod
+    def _set(name, v, prefix, root):
+        """The main set's options are the plain names, the twin's the same
+        names with ``twin-`` in front."""
+        def get(key, default=''):
+            return v.get(prefix + key) or default
+        return Set(name, v[prefix + 'servers'].split(), v[prefix + 'zeo'],
+                   get('data', os.path.join(root, 'data')),
+                   get('zeo-state', os.path.join(root, 'var',
+                                                 'safedeploy-zeo')),
+                   get('check').split(), get('client-cache').split(),
+                   get('client-stop-command', None),
+                   get('client-start-command', None), root,
+                   get('buildout', os.path.join(root, 'bin', 'buildout')))
 
     def as_dict(self):
         return dict(name=self.name, previous=self.previous,
