@@ -32,10 +32,15 @@ and the baseline taking turns so that other work on the machine weighs on
 all of them alike; ``cpu`` is the user + system time of the process,
 which waiting for a busy processor does not inflate.  The ``import
 argparse, json, logging`` line is the floor: the standard library every
-command needs to parse its arguments and log.  The last column names what
-each command imports that ``python -c pass`` does not, among the
-database, network, packaging and process modules no listing needs
-(``startupsupport.HEAVY_PACKAGES``).
+command needs to parse its arguments and log; its parts are shown too
+(``import json`` alone is what reading a journal needs).  The last
+column names what each command imports that ``python -c pass`` does
+not, among the database, network, packaging and process modules no
+listing needs (``startupsupport.HEAVY_PACKAGES``).
+
+Last, ``bin/snapshot NAME`` of the same tiny database, with nothing
+written since the previous snapshot and after one transaction, against
+``cp Data.fs`` + ``cp -al blobstorage`` of it.
 """
 import argparse
 import os
@@ -58,6 +63,8 @@ from collective.safedeploy.tests import startupsupport  # noqa: E402
 # what every command's argument parsing and logging needs (core/cli.py):
 # no command can start faster than this
 FLOOR = 'import argparse, json, logging'
+# the parts of it: json alone is what reading a journal needs
+PARTS = ('import json', 'import logging', 'import argparse')
 
 
 def children_cpu():
@@ -66,9 +73,11 @@ def children_cpu():
 
 
 def run(args, env):
-    """(wall, cpu) seconds of one run of ``args``."""
+    """(wall, cpu) seconds of one run of ``args`` (its output discarded:
+    a terminal's drawing is not the command's time)."""
     wall, cpu = time.perf_counter(), children_cpu()
-    subprocess.run(args, env=env, stdout=subprocess.DEVNULL, check=True)
+    subprocess.run(args, env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True)
     return time.perf_counter() - wall, children_cpu() - cpu
 
 
@@ -83,6 +92,57 @@ def measure(commands, env, repeat):
     return {name: tuple(statistics.median(t[i] for t in runs)
                         for i in (0, 1))
             for name, runs in times.items()}
+
+
+def write_one_transaction(data):
+    """What a site writes between two snapshots, at its smallest."""
+    import transaction
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+    current = os.path.join(data, 'current')
+    db = ZODB.DB(FileStorage(
+        os.path.join(current, 'filestorage', 'Data.fs'),
+        blob_dir=os.path.join(current, 'blobstorage')))
+    try:
+        conn = db.open()
+        conn.root()['written-%d' % time.time_ns()] = 1
+        transaction.commit()
+    finally:
+        db.close()
+
+
+def tiny_snapshots(python, script, work, env, repeat):
+    """``bin/snapshot NAME`` of the listing site's tiny database (with no
+    write since the previous snapshot, and after one transaction) against
+    ``cp Data.fs`` + ``cp -al blobstorage`` of it, taking turns."""
+    data = os.path.join(work, 'var')
+    current = os.path.join(data, 'current')
+    copies = os.path.join(work, 'copies')
+    times = {'cp + cp -al': [], 'no write since the last': [],
+             'after one transaction': []}
+    for i in range(repeat + 1):
+        target = os.path.join(copies, str(i))
+        os.makedirs(target)
+        cp = run(['sh', '-c', 'cp "$1" "$2" && cp -al "$3" "$4"', 'cp',
+                  os.path.join(current, 'filestorage', 'Data.fs'),
+                  os.path.join(target, 'Data.fs'),
+                  os.path.join(current, 'blobstorage'),
+                  os.path.join(target, 'blobstorage')], env)
+        still = run([python, script, 'still-%d' % i], env)
+        write_one_transaction(data)
+        written = run([python, script, 'written-%d' % i], env)
+        if i:                 # the first round writes the byte code
+            for name, t in zip(times, (cp, still, written)):
+                times[name].append(t)
+    base_wall, base_cpu = (statistics.median(t[k] for t in times[
+        'cp + cp -al']) for k in (0, 1))
+    print('bin/snapshot NAME of a tiny database (site python), against '
+          'cp Data.fs + cp -al blobstorage:')
+    for name, runs in times.items():
+        wall, cpu = (statistics.median(t[k] for t in runs) for k in (0, 1))
+        print('  %-24s %6.1f ms %5.2fx   cpu %5.1f ms %5.2fx' % (
+            name, wall * 1000, wall / base_wall, cpu * 1000,
+            cpu / base_cpu))
 
 
 def main():
@@ -104,8 +164,9 @@ def main():
               % args.repeat)
         missed = {'wall': [], 'cpu': []}
         for label, python in pythons.items():
-            commands = {'python -c pass': [python, '-c', 'pass'],
-                        FLOOR: [python, '-c', 'import ' + FLOOR[7:]]}
+            commands = {'python -c pass': [python, '-c', 'pass']}
+            for code in (FLOOR,) + PARTS:
+                commands[code] = [python, '-c', code]
             for name, _, listing in startupsupport.LISTINGS:
                 commands['bin/%s %s' % (name, ' '.join(listing))] = [
                     python, scripts[name]] + listing
@@ -131,6 +192,8 @@ def main():
         for kind, names in missed.items():
             print('target, site, %s time: at most 2x python -c pass: %s' % (
                 kind, 'missed by ' + ', '.join(names) if names else 'met'))
+        tiny_snapshots(pythons['site'], scripts['snapshot'], work, env,
+                       args.repeat)
     finally:
         shutil.rmtree(work, True)
 

@@ -98,10 +98,10 @@ def blob_records(fs_path, start, last=None):
     from byte ``start`` on (up to ``last``: a tail past it is
     unfinished), counting the transactions: yields (None, None) after
     each one.  ZODB's own record iterator does the reading."""
+    if os.path.getsize(fs_path) <= max(start, 4):
+        return          # nothing after start: ZODB is not even imported
     from ZODB.blob import is_blob_record
     from ZODB.FileStorage import FileIterator
-    if os.path.getsize(fs_path) <= max(start, 4):
-        return
     it = FileIterator(fs_path, pos=max(start, 4))
     try:
         for txn in it:

@@ -57,6 +57,24 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
             zs.hash_tree(os.path.join(self.data, 'generations', '1')),
             before)
 
+    def test_a_first_snapshot_holds_the_blobs_its_transactions_name(self):
+        # a blob file no transaction references (one of a transaction
+        # still being committed, or left by a crash) is not taken
+        stray = os.path.join(self.current_blobs(), *(['0x00'] * 7 + [
+            '0x7f', '0x03d0000000000001.blob']))
+        os.makedirs(os.path.dirname(stray))
+        with open(stray, 'wb') as f:
+            f.write(b'not committed')
+        self.ok('s1')
+        fs, blobs = self.snapshot_files('s1')
+        from collective.safedeploy.data import copy as fscopy
+        taken = set(fscopy.blob_files(blobs))
+        production = set(fscopy.blob_files(self.current_blobs()))
+        self.assertEqual(production - taken,
+                         {os.path.relpath(stray, self.current_blobs())})
+        self.assertTrue(taken)
+        self.assertEqual(self.entry('s1')['blobs_added'], len(taken))
+
     def test_a_second_snapshot_appends_only_the_delta(self):
         self.ok('s1')
         first = self.entry('s1')

@@ -1,7 +1,9 @@
 """The listing commands start light: bin/snapshot --list, bin/rollback
 --list and bin/index --list, run as a site's generated scripts, import
 neither the database, nor the network, nor the package index tools, nor a
-process runner (benchmarks/startup.py measures what that saves)."""
+process runner (benchmarks/startup.py measures what that saves); a
+snapshot with nothing written since the previous one does not load ZODB
+either: there is no transaction to read."""
 import shutil
 import sys
 import tempfile
@@ -49,6 +51,12 @@ class ListingStartUpTests(unittest.TestCase):
         output, modules = self.listing('index', '--list')
         self.assertIn('no package indexes', output)
         self.assertLight(modules)
+
+    def test_snapshot_with_nothing_new_reads_no_transaction(self):
+        output, modules = self.listing('snapshot', 's2')
+        self.assertNotIn('ZODB', {m.split('.')[0] for m in modules})
+        output, modules = self.listing('snapshot', '--list')
+        self.assertIn('s2', output)
 
     def test_the_check_sees_what_a_command_imports(self):
         # the same check on a process that does import the network code

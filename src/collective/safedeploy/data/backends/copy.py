@@ -144,14 +144,14 @@ class CopyBackend(StoreBackend):
                     'no blob directory at %s; check the blob-dir path'
                     % src_blobs)
             if start == 0:
-                added = self.pool.link_all_blobs(src_blobs, s.fs, number)
-                entry['blobs_added'] = added
-            # the delta's transactions, read with ZODB's iterator: each
-            # parses, and every blob it references is in the pool
+                self.pool.start_blobs(src_blobs, s.fs, number)
+            # the delta's transactions (all of them in a new pool file),
+            # read with ZODB's iterator: each parses, and every blob it
+            # references is linked into the pool
             transactions, blobs, names = self.pool.link_new_blobs(
                 src_blobs, s.fs, number, max(start, 4), pos.last_tid)
-            if start:
-                entry['blobs_added'] = names
+            # a new pool file's snapshot holds all its blobs: a count
+            entry['blobs_added'] = names if start else len(names)
         elif start:
             from ..verify import blob_records
             transactions = sum(1 for oid, _ in blob_records(

@@ -289,33 +289,22 @@ class Pool:
         return number, 0, filestorage.Position(
             prefix.end, prefix.last_tid), prefix
 
-    def link_all_blobs(self, src_blobs, fs_rel, number):
-        """Link every committed blob file of ``src_blobs`` into the pool
-        (a new pool file: all its blobs are new to it): flat, and into its
-        tree (made under a temporary name, complete when it appears)."""
+    def start_blobs(self, src_blobs, fs_rel, number):
+        """The empty flat directory and tree of a new pool file, with
+        ``src_blobs``' layout: :meth:`link_new_blobs` then links what its
+        transactions reference (a killed run leaves a pool file nothing
+        references: :meth:`collect` removes all of it)."""
         target = self.blobs_path(fs_rel, number)
-        os.makedirs(target, 0o700, exist_ok=True)
         tree = self.tree_path(fs_rel, number)
-        tmp = tree + '.tmp'
-        if os.path.lexists(tmp):
-            shutil.rmtree(tmp)
-        os.mkdir(tmp, 0o700)
+        for directory in (target, tree):
+            if os.path.lexists(directory):
+                shutil.rmtree(directory)
+            os.mkdir(directory, 0o700)
         layout = os.path.join(src_blobs, fscopy.LAYOUT)
         if os.path.exists(layout):
             shutil.copyfile(layout, os.path.join(target, fscopy.LAYOUT))
-            shutil.copyfile(layout, os.path.join(tmp, fscopy.LAYOUT))
-        os.mkdir(os.path.join(tmp, fscopy.TMP_DIR), 0o700)
-        added = 0
-        made = set()
-        for rel in fscopy.blob_files(src_blobs):
-            name = rel.replace(os.sep, SEP)
-            if self._link(os.path.join(src_blobs, rel), target, name):
-                added += 1
-            self._link_into_tree(target, name, tmp, made)
-        if os.path.lexists(tree):
-            shutil.rmtree(tree)
-        os.rename(tmp, tree)
-        return added
+            shutil.copyfile(layout, os.path.join(tree, fscopy.LAYOUT))
+        os.mkdir(os.path.join(tree, fscopy.TMP_DIR), 0o700)
 
     def _link_into_tree(self, flat, name, tree, made=None):
         """Link the flat pool link ``name`` into ``tree`` at its path."""
@@ -351,9 +340,8 @@ class Pool:
         """Link the blob files the transactions of the pool file from
         byte ``start`` on reference (what the delta added), checking each
         is there.  Returns (transactions, blobs checked, names added)."""
-        from ZODB.blob import FilesystemHelper
         from ..verify import blob_records
-        helper = FilesystemHelper(src_blobs)
+        helper = None
         target = self.blobs_path(fs_rel, number)
         os.makedirs(target, 0o700, exist_ok=True)
         tree = self.tree_path(fs_rel, number)
@@ -361,29 +349,31 @@ class Pool:
             tree = None       # a pool file of an earlier version
         transactions = blobs = 0
         added = []
-        base = helper.base_dir
+        made = set()
         for oid, tid in blob_records(self.fs_path(fs_rel, number), start,
                                      last_tid):
             if oid is None:
                 transactions += 1
                 continue
+            if helper is None:   # ZODB imported when a blob is found
+                from ZODB.blob import FilesystemHelper
+                helper = FilesystemHelper(src_blobs)
+                base = helper.base_dir
             blobs += 1
             path = helper.getBlobFilename(oid, tid)
             name = path[len(base):].replace(os.sep, SEP)
-            if not os.path.exists(os.path.join(target, name)):
-                try:
-                    if self._link(path, target, name):
-                        added.append(name)
-                except FileNotFoundError:
-                    raise filestorage.VerificationFailed(
-                        'blob of object 0x%s, transaction %s, is missing '
-                        'from %s' % (oid.hex().lstrip('0') or '0',
-                                     filestorage.tid_hex(tid), src_blobs))
-            if tree is not None and not os.path.lexists(
-                    os.path.join(tree, *name.split(SEP))):
+            try:
+                if self._link(path, target, name):
+                    added.append(name)
+            except FileNotFoundError:
+                raise filestorage.VerificationFailed(
+                    'blob of object 0x%s, transaction %s, is missing '
+                    'from %s' % (oid.hex().lstrip('0') or '0',
+                                 filestorage.tid_hex(tid), src_blobs))
+            if tree is not None:
                 # flat first, then the tree: the tree never holds a name
                 # the flat directory lacks
-                self._link_into_tree(target, name, tree)
+                self._link_into_tree(target, name, tree, made)
         return transactions, blobs, added
 
     def save_index(self, fs_rel, number, start, end, last_tid):
