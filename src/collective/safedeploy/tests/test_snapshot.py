@@ -75,6 +75,36 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         self.assertTrue(taken)
         self.assertEqual(self.entry('s1')['blobs_added'], len(taken))
 
+    def test_blob_links_past_the_newest_snapshot_are_cut(self):
+        from collective.safedeploy.data import copy as fscopy
+        from collective.safedeploy.data.backends.pool import blob_tid
+        pool_blobs = self.pool_file()[:-3] + '.blobs'
+        tree = self.pool_file()[:-3] + '.tree'
+
+        def past(tid_hex):
+            newest = int(tid_hex, 16)
+            flat = [n for n in os.listdir(pool_blobs)
+                    if (blob_tid(n) or 0) > newest]
+            in_tree = [n for n in fscopy.blob_files(tree)
+                       if (blob_tid(os.path.basename(n)) or 0) > newest]
+            return flat + in_tree
+
+        self.ok('s1')
+        zs.commit(self.current_fs(), self.current_blobs(), n=2)
+        self.ok('s2')
+        self.assertEqual(len(past(self.entry('s1')['last_tid'])), 4)
+        # the newest destroyed: its blobs leave the pool with it
+        self.ok('--destroy', 's2')
+        self.assertEqual(past(self.entry('s1')['last_tid']), [])
+        # a create killed after it linked a blob (its transaction later
+        # than any snapshot): the next run cuts the link
+        name = '%'.join(['0x00'] * 7 + ['0x7e', '0x7fffffffffffff00.blob'])
+        os.link(self.current_fs(), os.path.join(pool_blobs, name))
+        os.unlink(pool_blobs + '.upto')
+        self.ok('s3')
+        self.assertNotIn(name, os.listdir(pool_blobs))
+        self.assertEqual(past(self.entry('s3')['last_tid']), [])
+
     def test_a_second_snapshot_appends_only_the_delta(self):
         self.ok('s1')
         first = self.entry('s1')

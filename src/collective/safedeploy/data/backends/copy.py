@@ -42,6 +42,7 @@ from ...core.store import Store
 from .base import StoreBackend
 from .base import disk_usage
 from .pool import Pool
+from .pool import tid_int
 
 logger = logging.getLogger('collective.safedeploy')
 
@@ -103,7 +104,14 @@ class CopyBackend(StoreBackend):
                         self.root._copy_other(source, path, s.other)
                 fsutil.fsync_directory(path)
                 return dict(storages=storages, layout='pool')
-            return self.take(name, release, fill)
+            row = self.take(name, release, fill)
+            # complete: no blob link is past the newest snapshot, so the
+            # next create need not list them (Pool.collect)
+            for entry in row['storages']:
+                if entry.get('pool') is not None and entry.get('blobs'):
+                    self.pool.mark_links_upto(entry['fs'], entry['pool'],
+                                              tid_int(entry['last_tid']))
+            return row
 
     def _take_storage(self, source, s, manifests, durable):
         """Add production's new transactions and blobs of one Data.fs to
@@ -145,6 +153,7 @@ class CopyBackend(StoreBackend):
                     % src_blobs)
             if start == 0:
                 self.pool.start_blobs(src_blobs, s.fs, number)
+            self.pool.unmark_links_upto(s.fs, number)
             # the delta's transactions (all of them in a new pool file),
             # read with ZODB's iterator: each parses, and every blob it
             # references is linked into the pool

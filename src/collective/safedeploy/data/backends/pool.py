@@ -18,6 +18,10 @@ data root share their Data.fs bytes and blob files in
                              snapshot of the file
     .pool/<fs>/3.sealed      handed to a restored generation: never
                              appended to again
+    .pool/<fs>/3.blobs.upto  the newest transaction id a blob link in
+                             3.blobs may have: written once a snapshot or
+                             a clean-up left no link past it, removed
+                             before a create links more
 
 (``<fs>`` is the Data.fs path relative to a generation, ``/`` as ``%``.)
 
@@ -44,7 +48,10 @@ Nothing but bin/snapshot writes the pool, always under the data root's
 lock.  A killed create leaves at most bytes past every recorded end (cut by
 :meth:`Pool.collect` on the next run), blob links newer than every recorded
 transaction and unreferenced pool files (removed by it too); an index saved
-past what is kept is removed with the bytes it describes.
+past what is kept is removed with the bytes it describes.  The blob links
+are only listed when ``N.blobs.upto`` does not name the newest kept
+snapshot's transaction (a create was killed, or a snapshot destroyed): a
+snapshot after a clean one costs its delta, not the number of blobs.
 """
 import errno
 import os
@@ -113,6 +120,29 @@ class Pool:
     def is_sealed(self, fs_rel, number):
         return os.path.exists(self.sealed_path(fs_rel, number))
 
+    def upto_path(self, fs_rel, number):
+        return self.blobs_path(fs_rel, number) + '.upto'
+
+    def links_upto(self, fs_rel, number):
+        """The transaction id (an int) no blob link of the pool file is
+        newer than, or None when that is not known."""
+        try:
+            with open(self.upto_path(fs_rel, number)) as f:
+                return int(f.read().strip(), 16)
+        except (OSError, ValueError):
+            return None
+
+    def mark_links_upto(self, fs_rel, number, tid):
+        fsutil.atomic_write(self.upto_path(fs_rel, number), '%016x\n' % tid)
+
+    def unmark_links_upto(self, fs_rel, number):
+        """Before links past the mark are made: unknown until the next
+        :meth:`collect` or complete create marks it again."""
+        path = self.upto_path(fs_rel, number)
+        if os.path.lexists(path):
+            os.unlink(path)
+            fsutil.fsync_directory(os.path.dirname(path))
+
     def numbers(self, fs_rel):
         try:
             names = os.listdir(self.directory(fs_rel))
@@ -171,12 +201,14 @@ class Pool:
                     os.unlink(path + '.index')   # of the bytes just cut
                 blobs = self.blobs_path(fs_rel, number)
                 tree = self.tree_path(fs_rel, number)
-                if os.path.isdir(blobs):
+                if os.path.isdir(blobs) and \
+                        self.links_upto(fs_rel, number) != tid:
                     for name in os.listdir(blobs):
                         t = blob_tid(name)
                         if t is not None and t > tid:
                             self._unlink_from_tree(tree, name)
                             os.unlink(os.path.join(blobs, name))
+                    self.mark_links_upto(fs_rel, number, tid)
                 for leftover in (path + '.copying', blobs + '.tmp',
                                  tree + '.tmp', path + '.index.writing'):
                     if os.path.isdir(leftover):
@@ -189,7 +221,7 @@ class Pool:
         file by a link of its own keeps it)."""
         base = os.path.join(self.directory(fs_rel), '%d.' % number)
         for suffix in ('fs', 'fs.index', 'fs.index.writing', 'fs.copying',
-                       'sealed'):
+                       'sealed', 'blobs.upto'):
             if os.path.lexists(base + suffix):
                 os.unlink(base + suffix)
         for suffix in ('blobs', 'blobs.tmp', 'tree', 'tree.tmp'):
