@@ -71,6 +71,15 @@ def parse_files(text):
         words = line.split()
         if not words:
             continue
+        if len(words) == 1 and 'blob' in words[0] and result and \
+                result[-1].fs and not result[-1].blobs:
+            # "filestorage/Data.fs" and "blobstorage" on lines of their
+            # own: the blobs would be copied as a plain directory
+            raise ConfigurationError(
+                'files: %r looks like the blob directory of %s; name them '
+                'on one line: "%s %s" (or the other path on a line after '
+                'another entry)' % (words[0], result[-1].fs, result[-1].fs,
+                                    words[0]))
         for w in words:
             if os.path.isabs(w) or '..' in w.split('/') or w in ('.', ''):
                 raise ConfigurationError(
@@ -255,6 +264,12 @@ class DataRoot:
         if not os.path.lexists(src):
             raise NotFound('%s does not exist; remove it from the "files" '
                            'option or create it' % src)
+        if os.path.isdir(src) and os.path.exists(
+                os.path.join(src, fscopy.LAYOUT)):
+            raise ConfigurationError(
+                'files: %s is a blob directory (it has a %s file); name it '
+                'on the line of its Data.fs, e.g. "filestorage/Data.fs %s"'
+                % (rel, fscopy.LAYOUT, rel))
         dst = os.path.join(target, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if os.path.isdir(src) and not os.path.islink(src):
@@ -397,6 +412,44 @@ class DataRoot:
                     '%s is in use (a process holds %s.lock); stop the '
                     'site, then run bin/snapshot --adopt again' % (fs, fs))
 
+    def _check_storage(self, fs, blobs):
+        """Check a Data.fs to adopt and its blobs without writing to them
+        (ZODB opens it read-only, without the blob directory, which a
+        read-only open would add ``tmp/`` to; the blobs are checked with
+        ZODB's record iterator): what :func:`.verify.verify` returns."""
+        if blobs is not None and not os.path.isdir(blobs):
+            raise NotFound('no blob directory %s to adopt; check the data '
+                           'and files options' % blobs)
+        pos = filestorage.committed_end(fs)
+        checked = fsverify.verify(fs, None, expected_tid=None)
+        if checked['last_tid'] != pos.last_tid:
+            raise Refused(
+                '%s ends with an unfinished transaction; open it once with '
+                'the site (it truncates it) and adopt again' % fs)
+        if blobs is not None:
+            checked['transactions'], checked['blobs'], _ = \
+                fsverify.check_blobs(fs, blobs)
+        return checked
+
+    def _check_before_adopt(self):
+        """{Data.fs: what its check found} for the data where it is."""
+        checked = {}
+        for s in self.storages:
+            if not s.fs:
+                continue
+            fs = os.path.join(self.path, s.fs)
+            if not os.path.exists(fs):
+                raise NotFound('no %s to adopt; check the data and files '
+                               'options' % fs)
+            blobs = os.path.join(self.path, s.blobs) if s.blobs else None
+            try:
+                checked[s.fs] = self._check_storage(fs, blobs)
+            except filestorage.VerificationFailed as e:
+                raise Refused('%s; nothing was moved: repair the data (or '
+                              'restore it from a backup) and adopt again'
+                              % e)
+        return checked
+
     def adopt(self):
         """Move ``DATA/filestorage``, ``DATA/blobstorage`` ... (the
         configured files' top-level paths) into ``generations/1`` and point
@@ -404,6 +457,10 @@ class DataRoot:
         after it was killed finishes the job."""
         gens = self.generations
         self._refuse_adopt()     # before the lock: refused, nothing made
+        if not os.path.isdir(gens.path('1')):
+            # the data is checked where it is, read-only, before the lock
+            # or generation 1 is made: refused, nothing made or moved
+            checked_before = self._check_before_adopt()
         with self.lock('an adopt of this data'):
             self._refuse_adopt()
             name = '1'
@@ -416,12 +473,6 @@ class DataRoot:
                         '%s already has generations but no current link; '
                         'point %s at one of them' % (
                             gens.directory, gens.current))
-                missing = [s.fs for s in self.storages if s.fs and not
-                           os.path.exists(os.path.join(self.path, s.fs))]
-                if missing:
-                    raise NotFound(
-                        'no %s to adopt; check the data and files options'
-                        % os.path.join(self.path, missing[0]))
                 gens.stage(name, adopted_from=self.path)
             for top in tops:
                 src = os.path.join(self.path, top)
@@ -440,12 +491,10 @@ class DataRoot:
                 if blobs:
                     fsverify.prepare_blob_dir(blobs)
                 pos = filestorage.committed_end(fs)
-                checked = fsverify.verify(fs, blobs, expected_tid=None)
-                if checked['last_tid'] != pos.last_tid:
-                    raise Refused(
-                        '%s ends with an unfinished transaction; open it '
-                        'once with the site (it truncates it) and adopt '
-                        'again' % fs)
+                if resuming:      # moved by the killed run: checked here
+                    checked = self._check_storage(fs, blobs)
+                else:
+                    checked = checked_before[s.fs]
                 st = os.stat(fs)
                 prefix = filestorage.Prefix(
                     st.st_ino, st.st_dev, pos.end, pos.last_tid,

@@ -135,9 +135,15 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
                          set(second['blobs_added']))
         self.assertEqual(second['chain'][0], first['chain'][0])
         self.assertEqual(len(second['chain']), 2)
-        # listed: the second holds its delta only
+        # listed: what destroying each would free.  The second holds its
+        # delta's bytes (not its blobs: production links them too); the
+        # first nothing of the pool, which the second builds on
         rows = self.listing()
-        self.assertLess(rows[1]['holds'], rows[0]['holds'] / 2)
+        delta = second['end'] - first['end']
+        self.assertGreaterEqual(rows[1]['holds'], delta)
+        self.assertLess(rows[1]['holds'], delta + 64 * 1024)
+        self.assertLess(rows[0]['holds'], 64 * 1024)
+        self.assertGreater(rows[0]['size'], first['end'])
         self.assertEqual(rows[1]['pool'][0]['start'], first['end'])
         # exported and restored: exactly the recorded prefix
         fs, blobs = self.snapshot_files('s2')
@@ -231,6 +237,86 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         self.assertEqual(zs.hash_tree(self.data), before)
         self.ok('--restore', 's1', '--discard-writes')
 
+    def test_changed_pool_bytes_are_refused_by_restore_and_export(self):
+        # one byte of the first snapshot's range changed on disk (the
+        # listing reads the ends only: it cannot see it)
+        self.ok('s1')
+        zs.commit(self.current_fs(), self.current_blobs(), n=1)
+        self.ok('s2')
+        middle = self.entry('s1')['end'] // 2
+        with open(self.pool_file(), 'r+b') as f:
+            f.seek(middle)
+            byte = f.read(1)
+            f.seek(middle)
+            f.write(bytes([byte[0] ^ 0xff]))
+        before = zs.hash_tree(self.data)
+        for args in (['--restore', 's2', '--discard-writes'],
+                     ['--restore', 's1', '--discard-writes'],
+                     ['--export', 's2', os.path.join(self.dir, 'out')]):
+            with self.subTest(args=args):
+                error = self.fails(*args)
+                self.assertIn('is damaged: bytes 0 to ', error)
+                self.assertIn('filestorage/Data.fs are not what it recorded',
+                              error)
+                self.assertEqual(len(error.strip().splitlines()), 1, error)
+                self.assertEqual(zs.hash_tree(self.data), before)
+                self.assertFalse(os.path.exists(os.path.join(self.dir,
+                                                             'out')))
+        self.assertEqual(zs.read_all(self.current_fs(),
+                                     self.current_blobs()),
+                         zs.read_all(self.current_fs(),
+                                     self.current_blobs()))
+
+    def test_a_failed_create_leaves_the_pool_as_it_was(self):
+        self.ok('s1')
+        pool_blobs = self.pool_file()[:-3] + '.blobs'
+        before = (os.path.getsize(self.pool_file()),
+                  sorted(os.listdir(pool_blobs)))
+        zs.commit(self.current_fs(), self.current_blobs(), n=3)
+        from collective.safedeploy.data import copy as fscopy
+        newest = max(fscopy.blob_files(self.current_blobs()),
+                     key=os.path.basename)
+        os.unlink(os.path.join(self.current_blobs(), newest))
+        error = self.fails('s2')
+        self.assertIn('is missing from', error)
+        self.assertEqual((os.path.getsize(self.pool_file()),
+                          sorted(os.listdir(pool_blobs))), before)
+        self.assertEqual([r['name'] for r in self.listing()], ['s1'])
+
+    def test_a_lost_pool_blob_is_listed_and_refused(self):
+        self.ok('s1')
+        zs.commit(self.current_fs(), self.current_blobs(), n=2)
+        self.ok('s2')
+        pool_blobs = self.pool_file()[:-3] + '.blobs'
+        lost = self.entry('s2')['blobs_added'][0]
+        os.unlink(os.path.join(pool_blobs, lost))
+        self.assertEqual([(r['name'], r['state']) for r in self.listing()],
+                         [('s1', 'ok'), ('s2', 'damaged')])
+        before = zs.hash_tree(self.data)
+        for args in (['--restore', 's2', '--discard-writes'],
+                     ['--export', 's2', os.path.join(self.dir, 'out')]):
+            with self.subTest(args=args):
+                error = self.fails(*args)
+                self.assertIn('snapshot s2 is damaged', error)
+                self.assertIn('1 of its %d blob files are missing'
+                              % self.entry('s2')['blobs_total'], error)
+                self.assertEqual(zs.hash_tree(self.data), before)
+        self.ok('--restore', 's1', '--discard-writes')
+
+    def test_a_link_lost_from_the_ready_tree_is_restored(self):
+        self.ok('s1')
+        zs.commit(self.current_fs(), self.current_blobs(), n=2)
+        self.ok('s2')
+        state = zs.read_all(self.current_fs(), self.current_blobs())
+        tree = self.pool_file()[:-3] + '.tree'
+        from collective.safedeploy.data import copy as fscopy
+        os.unlink(os.path.join(tree, next(fscopy.blob_files(tree))))
+        self.ok('--restore', 's2', '--discard-writes')
+        self.assertEqual(os.stat(self.current_fs()).st_ino,
+                         os.stat(self.pool_file()).st_ino)   # handed over
+        self.assertEqual(zs.read_all(self.current_fs(),
+                                     self.current_blobs()), state)
+
     def test_only_what_relies_on_a_snapshot_waits_for_the_disk(self):
         from unittest import mock
         synced = []
@@ -290,6 +376,14 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
             '--export', 's1', os.path.join(self.dir, 'no', 'out')))
         self.assertIn('no snapshot nosuch', self.fails(
             '--export', 'nosuch', os.path.join(self.dir, 'out')))
+        a_file = os.path.join(self.dir, 'a-file')
+        open(a_file, 'w').close()
+        self.assertIn('a-file is not a directory; name a directory',
+                      self.fails('--export', 's1',
+                                 os.path.join(a_file, 'out')))
+        if os.path.isdir('/proc/self'):
+            self.assertIn('cannot write into /proc', self.fails(
+                '--export', 's1', '/proc/out'))
         self.assertEqual(zs.hash_tree(self.data), before)
 
     def test_forced_btrfs_on_another_filesystem(self):
@@ -302,6 +396,28 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
                              'nosuchpool/site')
         self.assertTrue('no ZFS dataset nosuchpool/site' in message or
                         'zfs command is not installed' in message, message)
+
+    def test_a_blob_directory_on_a_line_of_its_own(self):
+        # "one entry a line" misread: the blob directory would be copied
+        # as a plain directory into every snapshot
+        production = os.path.join(self.data, 'generations', '1')
+        before = zs.hash_tree(production, ignore=())
+        code, out, err = run_snapshot(
+            's1', data=self.data, files='filestorage/Data.fs\nblobstorage')
+        self.assertEqual(code, 1, out + err)
+        self.assertIn('name them on one line: "filestorage/Data.fs '
+                      'blobstorage"', err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        # under another name: found by the blob directory's .layout
+        os.symlink('blobstorage', os.path.join(self.data, 'current',
+                                               'media'))
+        code, out, err = run_snapshot(
+            's1', data=self.data, files='filestorage/Data.fs\nmedia')
+        self.assertEqual(code, 1, out + err)
+        self.assertIn('media is a blob directory', err)
+        self.assertEqual(self.listing(), [])
+        os.unlink(os.path.join(self.data, 'current', 'media'))
+        self.assertEqual(zs.hash_tree(production, ignore=()), before)
 
     def test_no_data_root(self):
         code, out, err = run_snapshot(data=os.path.join(self.dir, 'nope'))
@@ -365,6 +481,26 @@ class AdoptTests(unittest.TestCase):
             self.dir, 'empty'))
         self.assertEqual(code, 1)
         self.assertIn('no ', err)
+        empty = os.path.join(self.dir, 'empty-directory')
+        os.mkdir(empty)
+        code, out, err = run_snapshot('--adopt', data=empty)
+        self.assertEqual(code, 1)
+        self.assertIn('Data.fs to adopt', err)
+        self.assertEqual(os.listdir(empty), [])
+
+    def test_adopt_of_data_with_a_missing_blob_moves_nothing(self):
+        from collective.safedeploy.data import copy as fscopy
+        os.unlink(os.path.join(self.blobs, next(fscopy.blob_files(
+            self.blobs))))
+        before = zs.hash_tree(self.data, ignore=())
+        code, out, err = run_snapshot('--adopt', data=self.data)
+        self.assertEqual(code, 1, out + err)
+        self.assertIn('is missing', err)
+        self.assertIn('nothing was moved', err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertEqual(zs.hash_tree(self.data, ignore=()), before)
+        self.assertEqual(sorted(os.listdir(self.data)),
+                         ['blobstorage', 'filestorage'])
 
 
 @support.skip_unless(os.geteuid() == 0, 'mounting a small tmpfs needs root')

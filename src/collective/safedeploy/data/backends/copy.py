@@ -104,7 +104,16 @@ class CopyBackend(StoreBackend):
                         self.root._copy_other(source, path, s.other)
                 fsutil.fsync_directory(path)
                 return dict(storages=storages, layout='pool')
-            row = self.take(name, release, fill)
+            try:
+                row = self.take(name, release, fill)
+            except BaseException:
+                # what the failed create appended and linked goes now, not
+                # on the next run
+                try:
+                    self.collect()
+                except Exception:
+                    pass
+                raise
             # complete: no blob link is past the newest snapshot, so the
             # next create need not list them (Pool.collect)
             for entry in row['storages']:
@@ -161,6 +170,15 @@ class CopyBackend(StoreBackend):
                 src_blobs, s.fs, number, max(start, 4), pos.last_tid)
             # a new pool file's snapshot holds all its blobs: a count
             entry['blobs_added'] = names if start else len(names)
+            # how many blob files the snapshot has in all: a restore, an
+            # export and the listing find a lost one by counting
+            total = len(names) if not start else \
+                previous.get('blobs_total')
+            if start and total is not None:
+                total += len(names)
+            elif total is None:     # built on a snapshot of an earlier
+                total = len(self.pool.blob_names(entry)[1])   # version
+            entry['blobs_total'] = total
         elif start:
             from ..verify import blob_records
             transactions = sum(1 for oid, _ in blob_records(
@@ -185,18 +203,34 @@ class CopyBackend(StoreBackend):
                    for e in manifest.get('storages', []))
 
     def usage(self, name):
+        """(size, what destroying it would free).  Of a pool file, a
+        snapshot alone holds only what no other kept snapshot references:
+        the bytes past their ends and the blobs newer than their last
+        transactions -- the whole file once no other references it -- and
+        of those only what nothing outside the pool links (production, or
+        a generation a restore handed the file to, still holds its
+        blobs)."""
         manifest = self.store.manifest(name)
         size, holds = disk_usage(self.store.path(name))
         if not self.pooled(manifest):
             return size, holds
+        others = self.pool.references(
+            m for m in self.manifests() if m['name'] != name)
         for entry in manifest['storages']:
             if entry.get('pool') is None:
                 continue
             size += entry['end'] + self.pool.blob_bytes(entry)
-            added = entry.get('blobs_added')
-            holds += entry['end'] - entry['start'] + (
-                self.pool.blob_bytes(entry) if not isinstance(added, list)
-                else self.pool.blob_bytes(entry, added_only=True))
+            shared_end, shared_tid = others.get(
+                (entry['fs'], entry['pool']), (0, -1))
+            pool_fs = self.pool.fs_path(entry['fs'], entry['pool'])
+            try:
+                alone = os.stat(pool_fs).st_nlink == 1
+            except FileNotFoundError:
+                alone = False
+            if alone:
+                holds += max(0, entry['end'] - shared_end)
+            holds += self.pool.blob_bytes(entry, newer_than=shared_tid,
+                                          held_only=True)
         return size, holds
 
     def _row(self, manifest, sizes=False):
@@ -218,7 +252,8 @@ class CopyBackend(StoreBackend):
         path = self.store.path(manifest['name'])
         for entry in manifest.get('storages', []):
             if entry.get('pool') is not None:
-                problem = self.pool.check(entry)
+                problem = self.pool.check(entry) or \
+                    self.pool.check_blob_count(entry)
                 if problem:
                     problems.append('%s: %s' % (entry['fs'], problem))
             elif entry.get('copy') and not filestorage.still_prefix(
@@ -235,6 +270,18 @@ class CopyBackend(StoreBackend):
                 'before it reached the disk; or changed by hand); restore '
                 'another snapshot' % (name, damaged[0]))
 
+    def check_bytes(self, name, entry, fs):
+        """``fs`` (a restored or exported copy of the snapshot's Data.fs,
+        or its pool file) against every checksum the snapshot recorded:
+        damage the listing cannot see (it reads no more than the ends)."""
+        try:
+            self.pool.check_chain(fs, entry)
+        except filestorage.VerificationFailed as e:
+            raise Refused(
+                'snapshot %s is damaged: %s (its pool file was changed on '
+                'disk); restore or export another snapshot (bin/snapshot '
+                '--list)' % (name, e))
+
     # -- restore, export, destroy ------------------------------------------
 
     def restore(self, name, force=False, discard_writes=False):
@@ -245,6 +292,11 @@ class CopyBackend(StoreBackend):
                 name, info, self.store.path(name), force, discard_writes,
                 own_copy=True)
         snapshot_dir = self.store.path(name)
+        # every byte as recorded, before anything is handed over or copied
+        for entry in info['storages']:
+            if entry.get('pool') is not None:
+                self.check_bytes(name, entry, self.pool.fs_path(
+                    entry['fs'], entry['pool']))
 
         def make(tmp):
             os.mkdir(tmp)
@@ -319,11 +371,11 @@ class CopyBackend(StoreBackend):
     def _check_restored(self, info, path):
         """Each restored Data.fs is the recorded prefix: its length, its
         first and last transactions as recorded (its bytes were checked
-        against the chain's checksums and its blobs checked when the
-        snapshot was taken).  With the index the snapshot saved at its end
-        beside it, that is all: the site opens it without a scan.  Else
-        it is opened by ZODB and its index saved.  The manifest entries of
-        the generation."""
+        against the chain's checksums before it was written out, and its
+        blobs checked when the snapshot was taken and counted since).
+        With the index the snapshot saved at its end beside it, that is
+        all: the site opens it without a scan.  Else it is opened by ZODB
+        and its index saved.  The manifest entries of the generation."""
         from .. import verify as fsverify
         result = []
         for entry in info['storages']:
@@ -360,6 +412,9 @@ class CopyBackend(StoreBackend):
             raise Refused('%s exists; --export writes a new directory: '
                           'name one that does not exist' % directory)
         parent = os.path.dirname(directory)
+        if os.path.lexists(parent) and not os.path.isdir(parent):
+            raise Refused('%s is not a directory; name a directory to '
+                          'export into' % parent)
         if not os.path.isdir(parent):
             raise NotFound('%s does not exist; create it or name another '
                            'directory' % parent)
@@ -373,13 +428,17 @@ class CopyBackend(StoreBackend):
                 directory))
             if os.path.lexists(tmp):
                 fsutil.remove_tree(tmp)
-            os.mkdir(tmp)
+            try:
+                os.mkdir(tmp)
+            except OSError as e:
+                raise Refused('cannot write into %s (%s); name a directory '
+                              'you can write to' % (parent, e.strerror))
             try:
                 if self.pooled(info):
                     self._write_out(info, self.store.path(name), tmp)
                     for entry in info['storages']:
-                        self.pool.check_chain(os.path.join(tmp, entry['fs']),
-                                              entry)
+                        self.check_bytes(name, entry,
+                                         os.path.join(tmp, entry['fs']))
                 else:
                     self._export_earlier(info, tmp)
                 os.rename(tmp, directory)

@@ -463,10 +463,16 @@ class Pool:
         except FileNotFoundError:
             return False
         last = tid_int(entry.get('last_tid'))
+        made = set()
         for name in names:
             t = blob_tid(name)
-            if t is not None and t > last:
+            if t is None:
+                continue
+            if t > last:
                 self._unlink_from_tree(tree, name)
+            elif not os.path.lexists(os.path.join(tree, *name.split(SEP))):
+                # a link lost from the tree: the flat one is kept
+                self._link_into_tree(flat, name, tree, made)
         os.makedirs(os.path.join(tree, fscopy.TMP_DIR), 0o700,
                     exist_ok=True)
         os.rename(tree, dst_blobdir)
@@ -516,10 +522,23 @@ class Pool:
             for start, end, digest in entry.get('chain', []):
                 if hash_range(fd, start, end) != digest:
                     raise filestorage.VerificationFailed(
-                        'bytes %d to %d of %s are not what the snapshot '
-                        'recorded' % (start, end, fs_path))
+                        'bytes %d to %d of its %s are not what it recorded'
+                        % (start, end, entry['fs']))
         finally:
             os.close(fd)
+
+    def check_blob_count(self, entry):
+        """What is wrong with the pool's blob files of ``entry`` (a line),
+        or None: it holds as many as the snapshot recorded (snapshots of
+        earlier versions recorded none: not checked)."""
+        total = entry.get('blobs_total')
+        if total is None or not entry.get('blobs'):
+            return None
+        source, names = self.blob_names(entry)
+        if len(names) < total:
+            return '%d of its %d blob files are missing from %s' % (
+                total - len(names), total, source)
+        return None
 
     def blob_names(self, entry):
         """The flat names of the blob files ``entry`` holds."""
@@ -552,14 +571,21 @@ class Pool:
                     exist_ok=True)
         return len(names)
 
-    def blob_bytes(self, entry, added_only=False):
+    def blob_bytes(self, entry, newer_than=-1, held_only=False):
+        """Bytes of the blob files ``entry`` holds whose transaction is
+        newer than ``newer_than``; with ``held_only``, only those nothing
+        outside the pool links."""
         source, names = self.blob_names(entry)
-        if added_only:
-            names = entry.get('blobs_added', [])
+        in_pool = 1 + os.path.isdir(self.tree_path(entry['fs'],
+                                                   entry['pool']))
         total = 0
         for name in names:
+            if blob_tid(name) <= newer_than:
+                continue
             try:
-                total += os.stat(os.path.join(source, name)).st_size
+                st = os.stat(os.path.join(source, name))
             except OSError:
-                pass
+                continue
+            if not held_only or st.st_nlink <= in_pool:
+                total += st.st_size
         return total
