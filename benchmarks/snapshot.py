@@ -26,7 +26,8 @@ On generated data (a Data.fs of --size-mib with history, --blobs blobs of
    most 1.1: the database's size alone costs nothing); the space 10
    snapshots taken 1 % apart hold (at most 1.2x one Data.fs + the
    blobs); the restore of the newest vs snapshotrestore (at least 20x).
-   The second snapshot's figure is the median of all 9 taken.
+   The second snapshot's figure is the median of 9, the two sizes taking
+   turns.
 
 Every measurement starts after a sync, with nothing left to write back.
 collective.recipe.backup (and rsync) must be installed for 2 and 3;
@@ -317,11 +318,9 @@ def tree_bytes(root):
     return disk_usage(root)[0]
 
 
-def delta(src, work, n, writes, repeat, crb_times):
-    """Section 5 for one data size: the second snapshot's seconds, and the
-    printed lines.  ``writes`` is (bytes, blobs) written before each
-    snapshot: 1 % of the 1x data at both sizes, so that the 2x run shows
-    what the database's size alone costs."""
+def delta_root(src, work, n):
+    """A data root with the data of ``src`` and its first snapshot:
+    (options, seconds of that first snapshot)."""
     data = os.path.join(work, 'delta%d' % n)
     os.makedirs(data)
     for part in ('filestorage', 'blobstorage'):
@@ -329,11 +328,26 @@ def delta(src, work, n, writes, repeat, crb_times):
                        check=True)
     snapshot.adopt(dict(data=data))
     options = dict(data=data, backend='copy', keep='0')
-    first = timed(snapshot.create, options, 's0')
-    times = []
-    for i in range(max(repeat, 9)):
-        grow(data, *writes)
-        times.append(timed(snapshot.create, options, 's%d' % (i + 1)))
+    return options, timed(snapshot.create, options, 's0')
+
+
+def second_snapshots(roots, writes, rounds=9):
+    """Section 5's measurement: in each round, at each data size in turn
+    (so that what else the machine does weighs on both alike), the same
+    writes (``writes``: bytes, blobs) then a snapshot.  The seconds of
+    each size's snapshots."""
+    times = [[] for _ in roots]
+    for i in range(rounds):
+        for options, runs in zip(roots, times):
+            grow(options['data'], *writes)
+            runs.append(timed(snapshot.create, options, 's%d' % (i + 1)))
+    return times
+
+
+def delta_report(options, work, n, first, times, repeat, crb_times):
+    """Section 5's lines for one data size; its second snapshot's median
+    seconds."""
+    data = options['data']
     second = statistics.median(times)
     baseline = median(lambda i: cp_baseline(data, work, 100 * n + i), repeat)
     remove_copies(work)
@@ -385,7 +399,7 @@ def main():
             sources.append(src2)
 
         if args.delta_only:
-            seconds = []
+            seconds, crbs = [], []
             # 1 % of the 1x data, written before each snapshot at both sizes
             writes = (size // 100, max(1, args.blobs // 100))
             for n, source in enumerate(sources):
@@ -400,9 +414,15 @@ def main():
                     print('collective.recipe.backup: skipped (not '
                           'installed, or no repozo/rsync)')
                 subprocess.run(['rm', '-rf', data, work + '/crb-%d' % n])
-                seconds.append(delta(source, work, n + 1, writes,
-                                     args.repeat,
-                                     crb_times))
+                crbs.append(crb_times)
+            roots = [delta_root(source, work, n + 1)
+                     for n, source in enumerate(sources)]
+            times = second_snapshots([options for options, _ in roots],
+                                     writes)
+            for n, ((options, first), runs, crb_times) in enumerate(
+                    zip(roots, times, crbs)):
+                seconds.append(delta_report(options, work, n + 1, first,
+                                            runs, args.repeat, crb_times))
             if len(seconds) == 2:
                 print('second snapshot at 2x / at 1x: %.2f (target <= 1.1)'
                       % (seconds[1] / seconds[0]))
