@@ -270,6 +270,45 @@ class CopyBackend(StoreBackend):
                 'before it reached the disk; or changed by hand); restore '
                 'another snapshot' % (name, damaged[0]))
 
+    def verify(self, name):
+        """Check snapshot ``name`` completely, reading all of it: every
+        byte of each Data.fs against the recorded checksums, every blob
+        file its transactions reference (what a restore, which must be
+        quick, leaves to the checks made when the snapshot was taken)."""
+        from .. import verify as fsverify
+        with self.lock():
+            info = self.info(name)
+            self.refuse_damaged(name, info)
+            result = dict(name=name, bytes=0, transactions=0, blobs=0)
+            path = self.store.path(name)
+            for entry in info.get('storages', []):
+                if entry.get('pool') is not None:
+                    fs = self.pool.fs_path(entry['fs'], entry['pool'])
+                    self.check_bytes(name, entry, fs)
+                    check = self.pool.check_blob_records if \
+                        entry.get('blobs') else None
+                    end = entry['end']
+                else:     # a snapshot of an earlier version: its own files
+                    fs = os.path.join(path, entry['fs'])
+                    fsverify.verify(fs, None)
+                    check = None
+                    end = os.path.getsize(fs)
+                    if entry.get('blobs'):
+                        result['transactions'], result['blobs'], _ = \
+                            fsverify.check_blobs(fs, os.path.join(
+                                path, entry['blobs']))
+                if check is not None:
+                    try:
+                        transactions, blobs = check(entry)
+                    except filestorage.VerificationFailed as e:
+                        raise Refused('snapshot %s is damaged: %s; restore '
+                                      'or export another snapshot' % (
+                                          name, e))
+                    result['transactions'] += transactions
+                    result['blobs'] += blobs
+                result['bytes'] += end
+            return result
+
     def check_bytes(self, name, entry, fs):
         """``fs`` (a restored or exported copy of the snapshot's Data.fs,
         or its pool file) against every checksum the snapshot recorded:
@@ -292,11 +331,6 @@ class CopyBackend(StoreBackend):
                 name, info, self.store.path(name), force, discard_writes,
                 own_copy=True)
         snapshot_dir = self.store.path(name)
-        # every byte as recorded, before anything is handed over or copied
-        for entry in info['storages']:
-            if entry.get('pool') is not None:
-                self.check_bytes(name, entry, self.pool.fs_path(
-                    entry['fs'], entry['pool']))
 
         def make(tmp):
             os.mkdir(tmp)
@@ -370,9 +404,9 @@ class CopyBackend(StoreBackend):
 
     def _check_restored(self, info, path):
         """Each restored Data.fs is the recorded prefix: its length, its
-        first and last transactions as recorded (its bytes were checked
-        against the chain's checksums before it was written out, and its
-        blobs checked when the snapshot was taken and counted since).
+        first and last transactions as recorded, its blob files counted
+        (its bytes were checked against the chain's checksums and its blobs
+        when the snapshot was taken; ``--verify`` checks them again).
         With the index the snapshot saved at its end beside it, that is
         all: the site opens it without a scan.  Else it is opened by ZODB
         and its index saved.  The manifest entries of the generation."""

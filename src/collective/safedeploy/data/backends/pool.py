@@ -540,6 +540,37 @@ class Pool:
                 total - len(names), total, source)
         return None
 
+    def check_blob_records(self, entry):
+        """Every blob file the transactions of ``entry`` reference is in
+        the pool (its transactions read with ZODB's record iterator):
+        (transactions, blobs) checked; raises VerificationFailed."""
+        from ZODB.blob import FilesystemHelper
+        from ..verify import blob_records
+        flat = self.blobs_path(entry['fs'], entry['pool'])
+        try:
+            with open(os.path.join(flat, fscopy.LAYOUT)) as f:
+                layout = f.read().strip() or 'bushy'
+        except FileNotFoundError:
+            layout = 'bushy'
+        # names only: a helper on the flat directory makes no directory
+        helper = FilesystemHelper(flat, layout_name=layout)
+        transactions = blobs = 0
+        for oid, tid in blob_records(self.fs_path(entry['fs'], entry['pool']),
+                                     4, filestorage.tid_bytes(
+                                         entry['last_tid'])):
+            if oid is None:
+                transactions += 1
+                continue
+            blobs += 1
+            name = helper.getBlobFilename(oid, tid)[len(helper.base_dir):]
+            if not os.path.exists(os.path.join(
+                    flat, name.replace(os.sep, SEP))):
+                raise filestorage.VerificationFailed(
+                    'the blob of object 0x%s, transaction %s, is missing '
+                    'from %s' % (oid.hex().lstrip('0') or '0',
+                                 filestorage.tid_hex(tid), flat))
+        return transactions, blobs
+
     def blob_names(self, entry):
         """The flat names of the blob files ``entry`` holds."""
         blobs = self.blobs_path(entry['fs'], entry['pool'])
