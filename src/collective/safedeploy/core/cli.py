@@ -4,11 +4,18 @@ interrupts and output.
 Conventions (pipx, repozo): a command's ``main(argv=None)`` only parses
 and dispatches through :func:`main` here; errors the operator can fix are
 :class:`SafeDeployError` and end here as one line on stderr with a
-non-zero exit code, never a traceback.  ``--help`` prints to stdout and
-exits 0.  Ctrl-C, SIGTERM and SIGHUP end a command with one line saying
-so (exit 130, 143, 129); a command that changes something says where it
-left things through ``on_interrupt``.  Listings offer ``--json``; a
-listing flag never acts.
+non-zero exit code, never a traceback.  ``-h``/``--help`` anywhere on the
+command line prints to stdout and exits 0; a long option is never
+abbreviated (an unknown one is a usage error).  Ctrl-C, SIGTERM and
+SIGHUP end a command with one line saying so (exit 130, 143, 129); a
+command that changes something says where it left things through
+``on_interrupt``.  A closed stdout (``| head``) ends it quietly (exit
+141).  Listings offer ``--json``; a listing flag never acts.
+
+A command prints its result on stdout, once; the library logs the steps
+along the way (and what it did on its own, such as pruning) through
+``logging`` to stderr -- ``-q`` keeps only what went wrong -- and logs at
+debug level what it returns for the command to print.
 """
 import argparse
 import json
