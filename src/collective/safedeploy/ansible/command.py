@@ -19,8 +19,7 @@ def parser(prog='safedeploy-ansible'):
     return p
 
 
-def main(argv=None):
-    args = parser().parse_args(argv)
+def show(args):
     if args.playbook:
         print(path(args.playbook + '.yml'))
     elif args.roles:
@@ -28,3 +27,8 @@ def main(argv=None):
     else:
         print(path())
     return 0
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    return cli.run('safedeploy-ansible', show, args)

@@ -4,11 +4,18 @@ interrupts and output.
 Conventions (pipx, repozo): a command's ``main(argv=None)`` only parses
 and dispatches through :func:`main` here; errors the operator can fix are
 :class:`SafeDeployError` and end here as one line on stderr with a
-non-zero exit code, never a traceback.  ``--help`` prints to stdout and
-exits 0.  Ctrl-C, SIGTERM and SIGHUP end a command with one line saying
-so (exit 130, 143, 129); a command that changes something says where it
-left things through ``on_interrupt``.  Listings offer ``--json``; a
-listing flag never acts.
+non-zero exit code, never a traceback.  ``-h``/``--help`` anywhere on the
+command line prints to stdout and exits 0; a long option is never
+abbreviated (an unknown one is a usage error).  Ctrl-C, SIGTERM and
+SIGHUP end a command with one line saying so (exit 130, 143, 129); a
+command that changes something says where it left things through
+``on_interrupt``.  A closed stdout (``| head``) ends it quietly (exit
+141).  Listings offer ``--json``; a listing flag never acts.
+
+A command prints its result on stdout, once; the library logs the steps
+along the way (and what it did on its own, such as pruning) through
+``logging`` to stderr -- ``-q`` keeps only what went wrong -- and logs at
+debug level what it returns for the command to print.
 """
 import argparse
 import json
@@ -65,12 +72,35 @@ def ignore_signals():
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line too, and an option can
-    name the options it goes with (:meth:`add_companion`)."""
+    """argparse, but a usage error is one line too, an option can name the
+    options it goes with (:meth:`add_companion`), an abbreviated long
+    option is refused (``--dest`` is not ``--destroy``: a destructive
+    command never runs on a guess) and ``-h``/``--help`` anywhere asks for
+    the help (``--restore --help`` too)."""
 
     def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
+        # set here, for every command: passing allow_abbrev is an error
+        super().__init__(*args, allow_abbrev=False, **kw)
         self.companions = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        if self.add_help and asks_for_help(args):
+            self.print_help()
+            self.exit(0)
+        return super().parse_known_args(args, namespace)
+
+    def print_help(self, file=None):
+        super().print_help(file)   # argparse ignores a failed write
+        if file is not None and file is not sys.stdout:
+            return
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            pass
+        if reader_gone():
+            # ``bin/snapshot --help | head -1``: as for any output
+            self.exit(stdout_closed())
 
     def error(self, message):
         self.exit(2, '%s: error: %s (see %s --help)\n' % (
@@ -94,6 +124,20 @@ class ArgumentParser(argparse.ArgumentParser):
             self.error('%s goes with %s' % (action.option_strings[0],
                                             _either(modes)))
         return parsed
+
+
+HELP = ('-h', '--help')
+
+
+def asks_for_help(args):
+    """Whether ``-h`` or ``--help`` is one of ``args`` (before a ``--``,
+    after which nothing is an option).  An argument that is exactly
+    ``--help`` is never an option's value: argparse does not take it as
+    one (it fails "expected one argument" instead); a value that is
+    ``--help`` is given as ``--option=--help``, one argument, not this."""
+    if '--' in args:
+        args = args[:args.index('--')]
+    return any(a in HELP for a in args)
 
 
 def _either(names):
@@ -132,7 +176,7 @@ def with_command_line(options, args, names):
 
 def common():
     """The parent parser of every command: -v, -q."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = ArgumentParser(add_help=False)
     p.add_argument('-v', '--verbose', action='count', default=0,
                    help='say more (twice: debug output)')
     p.add_argument('-q', '--quiet', action='store_true',
@@ -214,14 +258,17 @@ def _run(prog, function, *args, on_interrupt=None, **kw):
     try:
         handle_signals()
         result = function(*args, **kw)
+        # what is still buffered, while a closed pipe can be told apart
+        sys.stdout.flush()
     except SafeDeployError as e:
         _say(prog, 'error: %s' % e)
         return e.exit_code
+    except BrokenPipeError as e:
+        if not reader_gone():
+            return _os_error(prog, e)
+        return stdout_closed()
     except OSError as e:
-        where = ' (%s)' % e.filename if getattr(e, 'filename', None) else ''
-        _say(prog, 'error: %s%s; nothing was changed past that point' % (
-            e.strerror or e, where))
-        return 1
+        return _os_error(prog, e)
     except (KeyboardInterrupt, Interrupted) as e:
         code = getattr(e, 'exit_code', 130)
         where = getattr(e, 'safedeploy_where', '')
@@ -237,8 +284,54 @@ def _run(prog, function, *args, on_interrupt=None, **kw):
     return result or 0
 
 
+def _os_error(prog, e):
+    where = ' (%s)' % e.filename if getattr(e, 'filename', None) else ''
+    _say(prog, 'error: %s%s; nothing was changed past that point' % (
+        e.strerror or e, where))
+    return 1
+
+
+#: the exit code of a command whose output nobody reads any more
+#: (``bin/snapshot --list | head -3``): 128 + SIGPIPE, what the shell
+#: reports for a Unix tool the signal ended there (``ls | head`` under
+#: ``set -o pipefail``), in line with 130, 143 and 129 above -- rather
+#: than Python's 1, which a script cannot tell from a failure
+PIPE_CLOSED = 128 + signal.SIGPIPE
+
+
+def reader_gone():
+    """Whether stdout is a pipe (or socket) whose reading end was closed:
+    a broken pipe of our own output, not of a process we write to."""
+    import select
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP)
+                   for _, events in poll.poll(0))
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def stdout_closed():
+    """The reader of stdout went away: end quietly, as Unix tools do.
+    Python's recipe (the signal module's "Note on SIGPIPE"): stdout is
+    pointed at devnull, so that what is still buffered, flushed when the
+    interpreter exits, does not fail again with a second message.
+    Returns :data:`PIPE_CLOSED`."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, ValueError, OSError):
+        pass      # not a file (a test's StringIO): nothing is flushed later
+    return PIPE_CLOSED
+
+
 def _say(prog, text):
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        stdout_closed()     # the line below still says what went wrong
     sys.stderr.write('%s: %s\n' % (prog, text))
     sys.stderr.flush()
 

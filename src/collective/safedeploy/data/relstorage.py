@@ -805,9 +805,10 @@ class RelStorageRoot:
             self.switch_to(new, via='restore', snapshot=name,
                            replaced=current, discarded=count)
             dropped += self.drop_client_caches()
-        logger.info('restored data generation %s as data generation %s '
-                    '(generation %s kept, %d transaction(s) in it after the '
-                    'snapshot)', name, new, current, count)
+        # the result: bin/snapshot --restore and bin/rollback say it
+        logger.debug('restored data generation %s as data generation %s '
+                     '(generation %s kept, %d transaction(s) in it after '
+                     'the snapshot)', name, new, current, count)
         return dict(name=name, backend='relstorage', generation=new,
                     replaced=current, left=current, discarded=count,
                     caches=len(dropped), last_tid=snap.get('last_tid'))

@@ -51,10 +51,11 @@ def prune(root, keep, releases=None, discard_writes=False, dry_run=False):
     gens = root.generations
     removed = gens.prune(keep, protect=protected(
         root, releases, discard_writes), dry_run=dry_run)
-    for name in removed:
-        if not dry_run:
-            logger.info('pruned data generation %s (more than '
-                        'keep-generations=%d)', name, keep)
+    # said by the caller, once: bin/snapshot --prune prints them,
+    # bin/evolve-copy says them, a restore logs them
+    for name in [] if dry_run else removed:
+        logger.debug('pruned data generation %s (more than '
+                     'keep-generations=%d)', name, keep)
     return removed
 
 

@@ -126,7 +126,7 @@ def create(options, name=None, release=None, prune=True):
     logger.debug('snapshot %s taken (%s backend, last transaction %s)',
                 name, backend.name, info.get('last_tid'))
     if prune:
-        prune_snapshots(backend)
+        pruned(prune_snapshots(backend), backend)
     return info
 
 
@@ -142,7 +142,7 @@ def take_for_release(options, tag):
     name = unique(validate_name(tag), {r['name'] for r in
                                        backend.snapshots()})
     info = backend.create(name, release=tag, durable=True)
-    prune_snapshots(backend)
+    pruned(prune_snapshots(backend), backend)
     return dict(name=info['name'], backend=backend.name, time=info['time'],
                 last_tid=info.get('last_tid'),
                 generation=info.get('generation'))
@@ -164,7 +164,7 @@ def destroy(options, name):
     backend = backend_for(options)
     validate_name(name, 'snapshot name')
     backend.destroy(name)
-    logger.info('snapshot %s destroyed', name)
+    logger.debug('snapshot %s destroyed', name)
 
 
 def verify(options, name):
@@ -205,7 +205,9 @@ def kept_releases(releases):
 
 def prune_snapshots(backend):
     """Destroy the oldest snapshots beyond ``keep`` (0: keep all), never
-    one paired with a release that is still there."""
+    one paired with a release that is still there.  Returns their names:
+    bin/snapshot --prune prints them, :func:`create` logs them
+    (:func:`pruned`)."""
     keep = backend.config.keep
     if not keep:
         return []
@@ -219,9 +221,15 @@ def prune_snapshots(backend):
             continue   # paired with a release we may roll back to
         backend.destroy(row['name'])
         removed.append(row['name'])
-        logger.info('pruned snapshot %s (more than keep=%d)',
-                    row['name'], keep)
     return removed
+
+
+def pruned(names, backend):
+    """What a snapshot pruned on its own: logged (what bin/snapshot
+    --prune was asked to prune, it prints)."""
+    for name in names:
+        logger.info('pruned snapshot %s (more than keep=%d)', name,
+                    backend.config.keep)
 
 
 def generations_listing(options):
@@ -251,9 +259,8 @@ def listing(options):
 def adopt(options):
     config = options if isinstance(options, Config) else Config(**options)
     name = DataRoot(config.data, config.files).adopt()
-    logger.info('data moved into %s; point the site at %s', os.path.join(
-        config.data, 'generations', name), os.path.join(
-            config.data, 'current'))
+    logger.debug('data moved into %s', os.path.join(
+        config.data, 'generations', name))
     return name
 
 
@@ -342,6 +349,10 @@ def main(argv=None, **options):
     def where():
         config = Config(**options)
         name = DataRoot(config.data, config.files).current_name()
+        if name is None:
+            # an adopt cut short: running it again finishes it
+            return 'no data generation is current yet%s' % (
+                '; run bin/snapshot --adopt again' if args.adopt else '')
         return 'the data\'s current points to generation %s' % name
     return cli.run(prog, dispatch, args, options, on_interrupt=where)
 
@@ -415,8 +426,9 @@ def dispatch(args, options):
         return 0
     if args.adopt:
         name = adopt(options)
-        print('adopted %s as data generation %s' % (
-            Config(**options).data, name))
+        data = Config(**options).data
+        print('adopted %s as data generation %s; point the site at %s' % (
+            data, name, os.path.join(data, 'current')))
         return 0
     info = create(options, args.name)
     print('snapshot %s taken (%s, last transaction %s)' % (

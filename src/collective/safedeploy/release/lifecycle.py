@@ -319,7 +319,10 @@ def flip(gens, tag, hook_settings, buildout_directory, via='publish',
     if via != 'publish' and previous:
         excluded.restore_leaving(gens, previous, tag)
     install_root_scripts(gens, tag)
-    logger.info('flip: current -> %s (was %s)', tag, previous or 'nothing')
+    # the result is said once, when the gate passed: "current -> TAG" by
+    # bin/buildout, "rolled back: ..." by bin/rollback, "flipped: ..." by
+    # bin/flip (the after-flip and health check lines follow the flip)
+    logger.debug('flip: current -> %s (was %s)', tag, previous or 'nothing')
     try:
         reason = gate(gens, tag, previous, hook_settings, buildout_directory)
     except BaseException as e:

@@ -10,19 +10,22 @@ from .control import FS
 from .server import ZEOServer
 
 
+def parser(prog='zeo-server'):
+    p = cli.parser(
+        prog, 'Run the ZEO server of a data root on its current '
+        'generation (the server bin/evolve-copy restarts).')
+    p.add_argument('command', choices=['start', 'stop', 'status'])
+    p.add_argument('--address', required=True, type=cli.value)
+    p.add_argument('--state', required=True, type=cli.value,
+                   help='directory for zeo.conf, zeo.pid, zeo.log')
+    p.add_argument('--data', type=cli.value, help='the data root (start)')
+    p.add_argument('--read-only', action='store_true')
+    return p
+
+
 def main(argv=None):
     """``zeo-server``: start / stop / status of the data root's server."""
-    parser = cli.parser(
-        'zeo-server', 'Run the ZEO server of a data root on its current '
-        'generation (the server bin/evolve-copy restarts).')
-    parser.add_argument('command', choices=['start', 'stop', 'status'])
-    parser.add_argument('--address', required=True, type=cli.value)
-    parser.add_argument('--state', required=True, type=cli.value,
-                        help='directory for zeo.conf, zeo.pid, zeo.log')
-    parser.add_argument('--data', type=cli.value,
-                        help='the data root (start)')
-    parser.add_argument('--read-only', action='store_true')
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
 
     def do():
         server = ZEOServer(args.address, args.state)

@@ -133,9 +133,11 @@ class Backend:
                 via='restore', snapshot=name, discarded=count,
                 replaced=current, make=make, check=check,
                 recorded=info.get('storages', []) if own_copy else ())
-            logger.info('restored snapshot %s as data generation %s '
-                        '(generation %s kept, %d transaction(s) in it after '
-                        'the snapshot)', name, generation, current, count)
+            # the result: bin/snapshot --restore and bin/rollback say it
+            logger.debug('restored snapshot %s as data generation %s '
+                         '(generation %s kept, %d transaction(s) in it '
+                         'after the snapshot)', name, generation, current,
+                         count)
             pruned = self.prune_generations()
             return dict(name=name, backend=self.name, generation=generation,
                         replaced=current, discarded=count,
@@ -145,17 +147,22 @@ class Backend:
         """The data generations beyond ``keep-generations`` go, after a
         restore made one (call under :meth:`lock`); a failure is logged,
         not raised: the restore is done."""
+        keep = getattr(self.config, 'keep_generations',
+                       self.root.DEFAULT_KEEP)
         try:
-            return self.root.prune(
-                getattr(self.config, 'keep_generations',
-                        self.root.DEFAULT_KEEP), self.config.releases,
-                discard_writes=discard_writes, dry_run=dry_run)
+            removed = self.root.prune(keep, self.config.releases,
+                                      discard_writes=discard_writes,
+                                      dry_run=dry_run)
         except Exception as e:
             if dry_run:
                 raise
             logger.error('pruning data generations failed: %s (the next '
                          'restore or bin/snapshot --prune retries)', e)
             return []
+        for name in [] if dry_run else removed:
+            logger.info('pruned data generation %s (more than '
+                        'keep-generations=%d)', name, keep)
+        return removed
 
 
 class StoreBackend(Backend):
