@@ -524,7 +524,7 @@ def play(site, out=sys.stdout, observer=None):
     s.say('   $ bin/rollback 1.0 --with-data --discard-writes')
     p = s.bin('rollback', '1.0', '--with-data', '--discard-writes',
               show='restored|rolled back|health')
-    kept = re.search(r'generation (\w+) kept', p.stdout)
+    kept = re.search(r'kept in generation (\w+)', p.stdout)
     s.check('data restored from the snapshot taken when 1.1 replaced 1.0; '
             'the discarded writes are kept in data generation %s'
             % (kept.group(1) if kept else '?'), kept is not None)
