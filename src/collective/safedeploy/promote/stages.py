@@ -216,11 +216,9 @@ def load(path):
         before = stages[stage.previous] if stage.previous else None
         if stage.release == 'previous' and not stage.previous_root:
             if before is None:
-                raise ConfigurationError(
-                    '%s [stage:%s]: release = previous, but stage %s has no '
-                    '[stage:%s] section to take its site from; set '
-                    'previous-root = its site (or release = none)' % (
-                        path, name, stage.previous, stage.previous))
+                raise no_previous_section(
+                    path, stage, 'release', 'site',
+                    'previous-root = its site (or release = none)')
             stage.previous_root = before.root
         if stage.release == 'previous' and not stage.previous_indexes:
             stage.previous_indexes = os.path.join(stage.previous_root,
@@ -228,13 +226,20 @@ def load(path):
         if stage.data_from != 'previous' or stage.previous_data:
             continue
         if before is None:
-            raise ConfigurationError(
-                '%s [stage:%s]: data-from = previous, but stage %s has no '
-                '[stage:%s] section to take its data root from; set '
-                'previous-data = its data root' % (
-                    path, name, stage.previous, stage.previous))
+            raise no_previous_section(path, stage, 'data-from', 'data root',
+                                      'previous-data = its data root')
         stage.previous_data = before.main.data
     return stages
+
+
+def no_previous_section(path, stage, option, what, setting):
+    """``option = previous`` where the previous stage is not in the file:
+    the error saying which setting names it instead."""
+    return ConfigurationError(
+        '%s [stage:%s]: %s = previous, but stage %s has no [stage:%s] '
+        'section to take its %s from; set %s' % (
+            path, stage.name, option, stage.previous, stage.previous, what,
+            setting))
 
 
 def get(stages, name, path):

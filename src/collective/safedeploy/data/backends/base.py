@@ -218,14 +218,15 @@ class StoreBackend(Backend):
             entries.extend(row.get('storages', []))
         return entries
 
-    def usage(self, name):
-        """(size, bytes only this snapshot holds) for listings."""
-        return disk_usage(self.store.path(name))
+    def usage(self, manifest, kept=()):
+        """(size, bytes only this snapshot holds) for listings; ``kept``:
+        the manifests of every complete snapshot (read once a listing)."""
+        return disk_usage(self.store.path(manifest['name']))
 
     def state(self, manifest):
         return 'ok'
 
-    def _row(self, manifest, sizes=False):
+    def _row(self, manifest, sizes=False, kept=()):
         row = dict(name=manifest['name'], backend=self.name,
                    time=manifest.get('time'),
                    release=manifest.get('release'),
@@ -233,7 +234,7 @@ class StoreBackend(Backend):
                    generation=manifest.get('generation'),
                    storages=manifest.get('storages', []))
         if sizes:
-            row['size'], row['holds'] = self.usage(manifest['name'])
+            row['size'], row['holds'] = self.usage(manifest, kept)
             row['state'] = self.state(manifest)
         return row
 
@@ -241,16 +242,17 @@ class StoreBackend(Backend):
         """The complete snapshots, oldest first; with ``damaged``, those
         whose manifest is damaged too (state ``damaged``: listed, never
         restored or removed by us)."""
-        rows = []
+        rows, complete = [], []
         for name in self.store.on_disk(strict=not damaged):
             entry = self.store.entry(name)
             if entry == 'complete':
-                rows.append(self._row(self.store.manifest(name), sizes))
+                complete.append(self.store.manifest(name))
             elif entry == 'damaged' and damaged:
                 rows.append(dict(name=name, backend=self.name, time=None,
                                  release=None, last_tid=None,
                                  generation=None, storages=[],
                                  state='damaged'))
+        rows.extend(self._row(m, sizes, complete) for m in complete)
         rows.sort(key=lambda r: r['time'] or '')
         return rows
 

@@ -150,9 +150,10 @@ class BtrfsBackend(StoreBackend):
                 checked_blobs=checked['blobs']))
         return entries
 
-    def usage(self, name):
+    def usage(self, manifest, kept=()):
         """(size of the data it holds, space only it holds) from btrfs
         quota groups when quotas are on; else (size, None)."""
+        name = manifest['name']
         size = 0
         for directory, dirs, files in os.walk(self.path(name)):
             for f in files:

@@ -202,7 +202,7 @@ class CopyBackend(StoreBackend):
         return any(e.get('pool') is not None
                    for e in manifest.get('storages', []))
 
-    def usage(self, name):
+    def usage(self, manifest, kept=()):
         """(size, what destroying it would free).  Of a pool file, a
         snapshot alone holds only what no other kept snapshot references:
         the bytes past their ends and the blobs newer than their last
@@ -210,18 +210,18 @@ class CopyBackend(StoreBackend):
         of those only what nothing outside the pool links (production, or
         a generation a restore handed the file to, still holds its
         blobs)."""
-        manifest = self.store.manifest(name)
-        size, holds = disk_usage(self.store.path(name))
+        size, holds = disk_usage(self.store.path(manifest['name']))
         if not self.pooled(manifest):
             return size, holds
         others = self.pool.references(
-            m for m in self.manifests() if m['name'] != name)
+            m for m in kept if m['name'] != manifest['name'])
         for entry in manifest['storages']:
             if entry.get('pool') is None:
                 continue
-            size += entry['end'] + self.pool.blob_bytes(entry)
             shared_end, shared_tid = others.get(
                 (entry['fs'], entry['pool']), (0, -1))
+            blobs, held = self.pool.blob_bytes(entry, newer_than=shared_tid)
+            size += entry['end'] + blobs
             pool_fs = self.pool.fs_path(entry['fs'], entry['pool'])
             try:
                 alone = os.stat(pool_fs).st_nlink == 1
@@ -229,12 +229,11 @@ class CopyBackend(StoreBackend):
                 alone = False
             if alone:
                 holds += max(0, entry['end'] - shared_end)
-            holds += self.pool.blob_bytes(entry, newer_than=shared_tid,
-                                          held_only=True)
+            holds += held
         return size, holds
 
-    def _row(self, manifest, sizes=False):
-        row = super()._row(manifest, sizes)
+    def _row(self, manifest, sizes=False, kept=()):
+        row = super()._row(manifest, sizes, kept)
         if self.pooled(manifest):
             row['pool'] = [dict(fs=e['fs'], file=e['pool'], start=e['start'],
                                 end=e['end']) for e in manifest['storages']

@@ -602,21 +602,20 @@ class Pool:
                     exist_ok=True)
         return len(names)
 
-    def blob_bytes(self, entry, newer_than=-1, held_only=False):
-        """Bytes of the blob files ``entry`` holds whose transaction is
-        newer than ``newer_than``; with ``held_only``, only those nothing
-        outside the pool links."""
+    def blob_bytes(self, entry, newer_than=-1):
+        """(bytes of the blob files ``entry`` holds, bytes of those whose
+        transaction is newer than ``newer_than`` that nothing outside the
+        pool links), in one pass."""
         source, names = self.blob_names(entry)
         in_pool = 1 + os.path.isdir(self.tree_path(entry['fs'],
                                                    entry['pool']))
-        total = 0
+        total = held = 0
         for name in names:
-            if blob_tid(name) <= newer_than:
-                continue
             try:
                 st = os.stat(os.path.join(source, name))
             except OSError:
                 continue
-            if not held_only or st.st_nlink <= in_pool:
-                total += st.st_size
-        return total
+            total += st.st_size
+            if blob_tid(name) > newer_than and st.st_nlink <= in_pool:
+                held += st.st_size
+        return total, held
