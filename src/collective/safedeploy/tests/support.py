@@ -10,6 +10,7 @@ directory and ``allow-hosts`` shuts every host out.
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,14 @@ SITE_PYTHON = os.path.join(SITE_VENV, 'bin', 'python')
 # eggs unpacked from the wheelhouse, shared by every sample buildout of
 # one test run (like an operator's shared eggs directory)
 _SHARED = {}
+
+# A test runner that a shell started in the background (``bin/test &``,
+# a script's ``... &``) has SIGINT ignored, and every process it starts
+# inherits that: the tests that press Ctrl-C would then test nothing.
+# They send SIGINT as a terminal does, to processes that handle it as a
+# terminal's would.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def shared_directory(name):
@@ -51,6 +60,19 @@ def skip_unless(condition, reason):
     if not condition:
         print('\nSKIPPED: %s' % reason, file=sys.stderr)
     return unittest.skipUnless(condition, reason)
+
+
+def spread(rounds, rnd):
+    """Moments for ``rounds`` kills, as fractions of a step's duration:
+    one in each of ``rounds`` equal slices of it, the slices in random
+    order, then again (for rounds that did not count).  A few kills
+    spread so cover the whole step; as many uniform random moments leave
+    gaps beside clusters."""
+    while True:
+        slices = list(range(rounds))
+        rnd.shuffle(slices)
+        for k in slices:
+            yield (k + rnd.random()) / rounds
 
 
 def require_site_venv():

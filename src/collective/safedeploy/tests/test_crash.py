@@ -15,7 +15,7 @@ import time
 from . import support
 from .base import ReleaseTestCase
 
-KILLS = int(os.environ.get('SAFEDEPLOY_CRASH_KILLS', '50'))
+KILLS = int(os.environ.get('SAFEDEPLOY_CRASH_KILLS', '20'))
 
 
 class CrashTestCase(ReleaseTestCase):
@@ -68,10 +68,11 @@ class TestKillBuild(CrashTestCase):
         # machine's load changes: one measurement is not enough)
         durations = [time.monotonic() - started]
         killed_before_end = 0
+        moments = support.spread(KILLS, rnd)
         for i in range(1, KILLS + 1):
             tag = 'r%d' % i
             p = self.start([support.BUILDOUT, 'safedeploy:tag=%s' % tag])
-            delay = rnd.uniform(0, statistics.median(durations[-5:]) * 1.2)
+            delay = next(moments) * statistics.median(durations[-5:]) * 1.2
             self.kill_after(p, delay)
             if p.returncode == -signal.SIGKILL:
                 killed_before_end += 1
@@ -113,11 +114,12 @@ class TestKillRollback(CrashTestCase):
         started = time.monotonic()
         self.assertEqual(self.rollback('a').returncode, 0)
         duration = time.monotonic() - started
+        moments = support.spread(KILLS, rnd)
         for i in range(KILLS):
             target = rnd.choice(['a', 'b', 'c'])
             before = support.current_tag(self.sample.directory)
             p = self.start([rollback, target])
-            delay = rnd.uniform(0, duration * 1.2)
+            delay = next(moments) * duration * 1.2
             self.kill_after(p, delay)
             context = 'kill %d after %.3fs (%s -> %s)' % (i, delay, before,
                                                           target)

@@ -21,7 +21,7 @@ from collective.safedeploy.tests.snapshotsupport import run_snapshot
 
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
-ROUNDS = int(os.environ.get('SAFEDEPLOY_CRASH_ROUNDS', '30'))
+ROUNDS = int(os.environ.get('SAFEDEPLOY_CRASH_ROUNDS', '20'))
 SCRIPT = ('import sys; from collective.safedeploy.data.snapshot import main; '
           'sys.exit(main(sys.argv[3:], data=sys.argv[1], '
           'backend=sys.argv[2], keep_generations="0"))')
@@ -58,9 +58,14 @@ class KillTests(unittest.TestCase):
         self.assertEqual(p.wait(), 0)
         return time.time() - t
 
-    def kill_at_random(self, argv, duration):
+    def moments(self, rounds, duration):
+        """When to kill each of ``rounds`` runs lasting ``duration``: one
+        moment in each slice of it (support.spread)."""
+        return (f * duration for f in support.spread(rounds, self.random))
+
+    def kill_after(self, argv, delay):
         p = self.start(*argv)
-        time.sleep(self.random.uniform(0, duration))
+        time.sleep(delay)
         p.send_signal(signal.SIGKILL)
         p.wait()
 
@@ -86,9 +91,9 @@ class KillTests(unittest.TestCase):
         """ROUNDS creates killed at random moments (production unchanged,
         current complete after each), then one that must succeed."""
         production = self.complete_generations()
-        duration = self.duration('warmup')
+        moments = self.moments(ROUNDS, self.duration('warmup'))
         for i in range(ROUNDS):
-            self.kill_at_random(['s%d' % i], duration)
+            self.kill_after(['s%d' % i], next(moments))
             self.check_current()
             self.assertEqual(self.complete_generations(), production)
         code, out, err = run_snapshot('last', **self.snapshot_options())
@@ -132,9 +137,10 @@ class KillTests(unittest.TestCase):
         backend = CopyBackend(Config(**self.snapshot_options()))
         pool = backend.pool.fs_path('filestorage/Data.fs', 1)
         cut = 0
+        moments = self.moments(ROUNDS // 2, duration)
         for i in range(ROUNDS // 2):
             zs.commit(fs, blobs, n=20)
-            self.kill_at_random(['k%d' % i], duration)
+            self.kill_after(['k%d' % i], next(moments))
             ends = [r['pool'][0]['end'] for r in backend.snapshots()]
             cut += os.path.getsize(pool) > max(ends)
         code, out, err = run_snapshot('last', **self.snapshot_options())
@@ -177,11 +183,12 @@ class KillTests(unittest.TestCase):
                                'Data.fs'),
                   os.path.join(self.data, 'current', 'blobstorage'), n=3)
         states = [self.current_state(), snapshot_state]
-        duration = self.duration('--restore', 's', '--discard-writes')
+        moments = self.moments(ROUNDS, self.duration(
+            '--restore', 's', '--discard-writes'))
         for i in range(ROUNDS):
             before = self.complete_generations()
-            self.kill_at_random(['--restore', 's', '--discard-writes'],
-                                duration)
+            self.kill_after(['--restore', 's', '--discard-writes'],
+                            next(moments))
             self.check_current()
             self.assertIn(self.current_state(), states)
             after = self.complete_generations()
