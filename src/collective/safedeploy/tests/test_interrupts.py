@@ -49,9 +49,10 @@ class InterruptTestCase(ReleaseTestCase):
             env=dict(os.environ, PIP_NO_BUILD_ISOLATION='0',
                      HOME='/nonexistent'))
 
-    def interrupt(self, p, signum, ready=None, within=1.0):
+    def interrupt(self, p, signum, ready=None, within=1.0, after=0.0):
         """Wait until ``ready()`` (default: at once), then the next moment
-        (:meth:`spread`) within ``within`` seconds, then send ``signum``
+        (:meth:`spread`) between ``after`` and ``within`` seconds, then
+        send ``signum``
         -- SIGINT to the process group, as a terminal's Ctrl-C does;
         SIGTERM to the process, as a process manager does."""
         deadline = time.monotonic() + 60
@@ -60,7 +61,7 @@ class InterruptTestCase(ReleaseTestCase):
             time.sleep(0.005)
         # (one that comes while Python itself starts, before the script's
         # first line, is Python's and not counted: assertOneLine)
-        time.sleep(next(self.moments) * within)
+        time.sleep(after + next(self.moments) * max(within - after, 0))
         try:
             if signum == signal.SIGINT:
                 os.killpg(p.pid, signum)
@@ -166,12 +167,13 @@ def during_our_code(output):
     line: that line imports what installs the script's signal handlers,
     and an interrupt before they are installed is the interpreter's."""
     first_line = EARLY_SIGNALS.splitlines()[0]
-    frames = re.findall(r'File "([^"]+)", line \d+, in [^\n]*'
+    frames = re.findall(r'File "([^"]+)", line (\d+), in [^\n]*'
                         r'(?:\n(?! *File )(.*))?', output)
     ours = os.path.join('collective', 'safedeploy') + os.sep
-    return any(ours in f or (os.sep + 'bin' + os.sep in f and
-                             code.strip() != first_line)
-               for f, code in frames)
+    # (line 0: the interpreter was still reading the script)
+    return any(ours in f or (os.sep + 'bin' + os.sep in f and line != '0'
+                             and code.strip() != first_line)
+               for f, line, code in frames)
 
 
 class RollbackInterrupts(InterruptTestCase):
@@ -219,6 +221,7 @@ class RollbackInterrupts(InterruptTestCase):
 
     def test_rollbacks(self):
         start = self.pair('start')
+        begins = self.started([self.sample.path('bin', 'rollback')])
         duration = self.timed([self.sample.path('bin', 'rollback'), '1.0'])
         self.reset(*start)
         done = n = 0
@@ -228,7 +231,8 @@ class RollbackInterrupts(InterruptTestCase):
             target = '1.0' if self.current_release('round') == '1.1' \
                 else '1.1'
             p = self.start([self.sample.path('bin', 'rollback'), target])
-            code, out, err = self.interrupt(p, signum, within=duration)
+            code, out, err = self.interrupt(p, signum, within=duration,
+                                            after=begins)
             context = 'rollback %d, %s' % (n, signal.Signals(signum).name)
             if self.assertOneLine(signum, code, out, err, context):
                 done += 1
@@ -237,6 +241,12 @@ class RollbackInterrupts(InterruptTestCase):
         self.reset(*start)
         r = self.rollback('1.0')
         self.assertEqual(r.returncode, 0, r)
+
+    def started(self, script):
+        """About when ``script`` has started (half of what its --help
+        costs: Python and the imports): interrupts before that would
+        mostly be the interpreter's (not counted)."""
+        return self.timed(script + ['--help']) / 2
 
     def timed(self, args):
         started = time.monotonic()
@@ -247,6 +257,7 @@ class RollbackInterrupts(InterruptTestCase):
     def test_rollbacks_with_data(self):
         start = self.pair('start')
         production = hash_tree(self.data.current_path())
+        begins = self.started([self.sample.path('bin', 'rollback')])
         duration = self.timed([self.sample.path('bin', 'rollback'), '1.0',
                                '--with-data', '--discard-writes'])
         self.reset(*start)
@@ -256,7 +267,8 @@ class RollbackInterrupts(InterruptTestCase):
             signum = SIGNALS[n % 2]
             p = self.start([self.sample.path('bin', 'rollback'), '1.0',
                             '--with-data', '--discard-writes'])
-            code, out, err = self.interrupt(p, signum, within=duration)
+            code, out, err = self.interrupt(p, signum, within=duration,
+                                            after=begins)
             context = 'rollback --with-data %d, %s' % (
                 n, signal.Signals(signum).name)
             if self.assertOneLine(signum, code, out, err, context):
@@ -277,6 +289,7 @@ class RollbackInterrupts(InterruptTestCase):
     def test_snapshots(self):
         production = hash_tree(self.data.current_path())
         self.timed([self.sample.path('bin', 'snapshot'), 'first'])
+        begins = self.started([self.sample.path('bin', 'snapshot')])
         # what each of the others costs: nothing was written since
         duration = self.timed([self.sample.path('bin', 'snapshot'),
                                'second'])
@@ -285,7 +298,8 @@ class RollbackInterrupts(InterruptTestCase):
             n += 1
             signum = SIGNALS[n % 2]
             p = self.start([self.sample.path('bin', 'snapshot'), 's%d' % n])
-            code, out, err = self.interrupt(p, signum, within=duration)
+            code, out, err = self.interrupt(p, signum, within=duration,
+                                            after=begins)
             context = 'snapshot %d, %s' % (n, signal.Signals(signum).name)
             if self.assertOneLine(signum, code, out, err, context):
                 interrupted += 1
