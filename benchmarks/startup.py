@@ -33,7 +33,10 @@ all of them alike; ``cpu`` is the user + system time of the process,
 which waiting for a busy processor does not inflate.  The ``import
 argparse, json, logging`` line is the floor: the standard library every
 command needs to parse its arguments and log; its parts are shown too
-(``import json`` alone is what reading a journal needs).  The last
+(``import json`` alone is what reading a journal needs), and ``stdlib
+listing of nothing`` puts them to work (a parser with ``--list`` and
+``--json``, a log handler, ``[]`` printed: building a parser imports
+more of the standard library than importing argparse does).  The last
 column names what each command imports that ``python -c pass`` does
 not, among the database, network, packaging and process modules no
 listing needs (``startupsupport.HEAVY_PACKAGES``).
@@ -65,6 +68,17 @@ from collective.safedeploy.tests import startupsupport  # noqa: E402
 FLOOR = 'import argparse, json, logging'
 # the parts of it: json alone is what reading a journal needs
 PARTS = ('import json', 'import logging', 'import argparse')
+# the same put to work, as a listing of nothing: a parser with --list and
+# --json (building it imports shutil and gettext's locale too), a log
+# handler, an empty JSON list printed
+EMPTY_LISTING = (
+    'import argparse, json, logging, sys; '
+    'p = argparse.ArgumentParser(); '
+    'p.add_argument("--list", action="store_true"); '
+    'p.add_argument("--json", action="store_true"); '
+    'a = p.parse_args(["--list", "--json"]); '
+    'logging.getLogger("x").addHandler(logging.StreamHandler()); '
+    'print(json.dumps([]))')
 
 
 def children_cpu():
@@ -167,6 +181,8 @@ def main():
             commands = {'python -c pass': [python, '-c', 'pass']}
             for code in (FLOOR,) + PARTS:
                 commands[code] = [python, '-c', code]
+            commands['stdlib listing of nothing'] = [
+                python, '-c', EMPTY_LISTING]
             for name, _, listing in startupsupport.LISTINGS:
                 commands['bin/%s %s' % (name, ' '.join(listing))] = [
                     python, scripts[name]] + listing
