@@ -20,7 +20,8 @@ from collective.safedeploy.tests import zodbsupport
 from collective.safedeploy.tests.support import skip_unless
 
 EXAMPLE = zeosupport.EXAMPLE
-KILLS = int(os.environ.get('SAFEDEPLOY_EVOLVE_KILLS', '50'))
+# three kills aimed at each of the eight steps of KillTests.TARGETS
+KILLS = int(os.environ.get('SAFEDEPLOY_EVOLVE_KILLS', '24'))
 
 
 class EvolveCopyTestCase(unittest.TestCase):
