@@ -120,7 +120,7 @@ def check_zeo(address):
 def load(url):
     from collective.safedeploy.tests.promotesupport import Load
     # a steady load that leaves the machine's two cores to the rollout
-    generator = Load(url, writers=1, readers=1, pause=0.02)
+    generator = Load(url, writers=1, readers=1, pause=0.05)
     sys.stdin.read()
     generator.stop()
     status, body = get(url + '/dump', timeout=30)

@@ -258,9 +258,11 @@ class Load:
     """Writers and a reader through HAProxy; every acknowledged write and
     every failed request is recorded."""
 
-    def __init__(self, url, writers=2, readers=1, pause=0.005):
+    def __init__(self, url, writers=2, readers=1, pause=0.01):
         self.url = url
-        self.pause = pause      # seconds between a thread's requests
+        # seconds between a thread's requests: a steady load that leaves
+        # the processors to what is promoted under it
+        self.pause = pause
         self.acked = []
         self.served = {}         # acknowledged write: the port that did it
         self.failed = []

@@ -310,8 +310,8 @@ class TestRollout(unittest.TestCase):
         seed = os.environ.get('SAFEDEPLOY_SEED') or str(random.randrange(10**6))
         rng = random.Random(seed)
         kills, runs, seen = 0, 0, set()
-        # ten kills; three when the rollout is killed ten times on real
-        # machines too (test_ansible_machines), which costs minutes
+        # ten kills; three when the rollout is killed on real machines
+        # too (test_ansible_machines), which costs minutes
         from .test_ansible_machines import skip_reason
         wanted = 10 if skip_reason() else 3
         while kills < wanted:

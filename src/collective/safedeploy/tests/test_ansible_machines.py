@@ -29,6 +29,8 @@ from .test_ansible import ansible_playbook_skip_reason
 HOSTS = ('db', 'c1', 'c2', 'c3', 'c4')
 CLIENTS = HOSTS[1:]
 MACHINES = ('lb',) + HOSTS
+# rollouts killed on the machines; the local rollout test kills three more
+KILLS = int(os.environ.get('SAFEDEPLOY_ROLLOUT_KILLS', '5'))
 ZEO_PORT = 8100
 CLIENT_PORT = 8080
 COMMANDS = [sys.executable, machine_commands.__file__]
@@ -347,13 +349,15 @@ class TestMachines(unittest.TestCase):
         rng = random.Random(seed)
         tasks = 60          # about the tasks of a run; measured on the way
         kills, runs, seen, moments = 0, 0, set(), []
+        spread = support.spread(KILLS, rng)
         load = self.load()
-        while kills < 10:
+        while kills < KILLS:
             runs += 1
-            self.assertLess(runs, 30, 'the runs finish before the kills')
-            # a random moment: after a random number of the run's tasks
-            # started, plus a little
-            wanted = rng.randint(0, tasks)
+            self.assertLess(runs, 3 * KILLS,
+                            'the runs finish before the kills')
+            # a moment in a slice of its own of the run: after that many
+            # of its tasks started, plus a little
+            wanted = int(next(spread) * tasks)
             p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True,
                                  start_new_session=True)

@@ -17,12 +17,13 @@ from collective.safedeploy.evolve import state
 from collective.safedeploy.evolve import switchback
 from collective.safedeploy.zeo import server as zeoserver
 from collective.safedeploy.zeo import freeze as zeofreeze
+from collective.safedeploy.tests import support
 from collective.safedeploy.tests import writersupport
 from collective.safedeploy.tests import zeosupport
 from collective.safedeploy.tests import zodbsupport
 from collective.safedeploy.tests.test_evolve_copy import EvolveCopyTestCase
 
-KILLS = int(os.environ.get('SAFEDEPLOY_EVOLVE_KILLS', '50'))
+KILLS = int(os.environ.get('SAFEDEPLOY_EVOLVE_KILLS', '24'))
 SERVER_KILLS = 10
 # the guard's promise (docs/evolve.rst): production writable again within
 # this many seconds of any end of evolve-copy
@@ -496,13 +497,14 @@ class KillWithAWriterTests(WriterTestCase):
         self.assertEqual(code, 0, out)
         longest, signals = 0.0, {}
         runs = 0
+        moments = support.spread(KILLS, rng)
         while sum(signals.values()) < KILLS:
             runs += 1
             self.assertLess(runs, 2 * KILLS, signals)
             sig = rng.choice((signal.SIGKILL, signal.SIGINT,
                               signal.SIGTERM))
             process = self.evolve_copy_process(env=env)
-            time.sleep(rng.uniform(0.05, duration))
+            time.sleep(0.05 + next(moments) * max(duration - 0.05, 0))
             if process.poll() is None:
                 if sig == signal.SIGINT:     # Ctrl-C: the process group
                     os.killpg(process.pid, signal.SIGINT)
