@@ -92,13 +92,14 @@ plone_wheelhouse() {
     say "downloaded in $((SECONDS - started)) s; var/wheelhouse-plone $(du -sh var/wheelhouse-plone | cut -f1); run the Plone site test: SAFEDEPLOY_PLONE_SITE=1 bin/test -m test_zope_site"
 }
 
-# The whole suite, as four test runner processes side by side (most
+# The whole suite, as five test runner processes side by side (most
 # tests wait on subprocesses: bin/buildout, ZEO, PostgreSQL, HAProxy,
 # Ansible, filesystems), then one summary line over all of them.  The
 # last group is every test module the others do not name.
 SUITE_GROUPS=('test_(interrupts|crash|snapshot|promote)'
         'test_(evolve|data_prune|site_zeo|zope_site)'
-        'test_(ansible|mistakes)')
+        'test_(ansible|mistakes)'
+        'test_(mrdeveloper|excluded|example|backup_recipe)')
 run_suite() {
     mkdir -p var
     local n=$((${#SUITE_GROUPS[@]} + 1)) pids=() rest=() logs=() i
