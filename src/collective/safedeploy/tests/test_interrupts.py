@@ -22,6 +22,7 @@ from collective.safedeploy.release import pairing
 from . import support
 from .base import ReleaseTestCase
 from . import test_pairing
+from .zodbsupport import commit
 from .zodbsupport import make_site_data
 from .zodbsupport import hash_tree
 
@@ -225,7 +226,7 @@ class RollbackInterrupts(InterruptTestCase):
         duration = self.timed([self.sample.path('bin', 'rollback'), '1.0'])
         self.reset(*start)
         done = n = 0
-        while done < ROUNDS and n < 3 * ROUNDS:
+        while done < ROUNDS and n < 4 * ROUNDS:
             n += 1
             signum = SIGNALS[n % 2]
             target = '1.0' if self.current_release('round') == '1.1' \
@@ -262,7 +263,7 @@ class RollbackInterrupts(InterruptTestCase):
                                '--with-data', '--discard-writes'])
         self.reset(*start)
         interrupted = n = 0
-        while interrupted < ROUNDS and n < 3 * ROUNDS:
+        while interrupted < ROUNDS and n < 4 * ROUNDS:
             n += 1
             signum = SIGNALS[n % 2]
             p = self.start([self.sample.path('bin', 'rollback'), '1.0',
@@ -286,17 +287,26 @@ class RollbackInterrupts(InterruptTestCase):
         self.assertEqual(r.returncode, 0, r)
         self.assertEqual(self.pair('after')[0], '1.0')
 
+    def site_writes(self):
+        """The site commits (a snapshot then has new transactions and
+        blobs to take)."""
+        current = self.data.current_path()
+        commit(os.path.join(current, 'filestorage', 'Data.fs'),
+               os.path.join(current, 'blobstorage'), n=3)
+
     def test_snapshots(self):
-        production = hash_tree(self.data.current_path())
         self.timed([self.sample.path('bin', 'snapshot'), 'first'])
         begins = self.started([self.sample.path('bin', 'snapshot')])
-        # what each of the others costs: nothing was written since
+        # what each of the others costs: the site wrote since the last one
+        self.site_writes()
         duration = self.timed([self.sample.path('bin', 'snapshot'),
                                'second'])
         interrupted = n = 0
-        while interrupted < ROUNDS and n < 3 * ROUNDS:
+        while interrupted < ROUNDS and n < 4 * ROUNDS:
             n += 1
             signum = SIGNALS[n % 2]
+            self.site_writes()
+            production = hash_tree(self.data.current_path())
             p = self.start([self.sample.path('bin', 'snapshot'), 's%d' % n])
             code, out, err = self.interrupt(p, signum, within=duration,
                                             after=begins)

@@ -159,7 +159,7 @@ class Writer:
     """A writer process on the ZEO server at ``address`` (``host:port``),
     its log in ``directory``."""
 
-    def __init__(self, address, directory, key='writer', interval=0.01,
+    def __init__(self, address, directory, key='writer', interval=0.03,
                  timeout=60):
         os.makedirs(directory, exist_ok=True)
         self.log_path = os.path.join(directory, '%s.log' % key)
