@@ -80,6 +80,7 @@ class Run:
         self.buildout = buildout
         self.settings = settings
         self.lock = None
+        self.locked = False     # this run holds the releases' lock
         self.path = None
         self.done = False
         self.failure = None
@@ -203,6 +204,7 @@ class Run:
             self.lock = None  # our parent holds it and waits for us
         else:
             self.lock = locking.acquire(gens.lock_path)
+        self.locked = True
         if s.exclude_parts:
             # before the directory of a killed build is staged anew
             if excluded_parts.recover(gens, s.buildout_directory,
@@ -368,7 +370,9 @@ class Run:
             return
         unpublished = False
         try:
-            if gens.entry(s.tag) == 'staging':
+            # (interrupted before it took the lock, this run staged nothing:
+            # a release being staged then is another run's)
+            if self.locked and gens.entry(s.tag) == 'staging':
                 unpublished = True
                 gens.mark_failed(s.tag, self.failure or 'the run failed')
         except Exception as e:  # e.g. the disk is full: the next run will
@@ -583,13 +587,14 @@ def load(buildout):
         run.redirect()
         run.check_recipes()
         buildout._safedeploy_run = run
+        # from the first write on, an interrupt ends the run in one line
+        _capture_failures(run)
+        cli.handle_signals()
         run.stage()
     except SafeDeployError as e:
         raise SafeDeployUserError(str(e))
     except OSError as e:
         raise SafeDeployUserError('staging release failed: %s' % describe(e))
-    _capture_failures(run)
-    cli.handle_signals()
     atexit.register(run.abandon)
     develop = buildout._develop
 
