@@ -53,9 +53,8 @@ class InterruptTestCase(ReleaseTestCase):
     def interrupt(self, p, signum, ready=None, within=1.0, after=0.0):
         """Wait until ``ready()`` (default: at once), then the next moment
         (:meth:`spread`) between ``after`` and ``within`` seconds, then
-        send ``signum``
-        -- SIGINT to the process group, as a terminal's Ctrl-C does;
-        SIGTERM to the process, as a process manager does."""
+        send ``signum``: SIGINT to the process group, as a terminal's
+        Ctrl-C does; SIGTERM to the process, as a process manager does."""
         deadline = time.monotonic() + 60
         while ready is not None and not ready() and p.poll() is None and \
                 time.monotonic() < deadline:
