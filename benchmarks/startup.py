@@ -33,10 +33,11 @@ all of them alike; ``cpu`` is the user + system time of the process,
 which waiting for a busy processor does not inflate.  The ``import
 argparse, json, logging`` line is the floor: the standard library every
 command needs to parse its arguments and log; its parts are shown too
-(``import json`` alone is what reading a journal needs), and ``stdlib
-listing of nothing`` puts them to work (a parser with ``--list`` and
-``--json``, a log handler, ``[]`` printed: building a parser imports
-more of the standard library than importing argparse does).  The last
+(``import json`` alone is what reading a journal needs).  ``stdlib
+listing of nothing`` puts them to work: a parser with ``--list`` and
+``--json``, a log handler, ``[]`` printed (building a parser imports
+more of the standard library than importing argparse does); ``the same
+without logging`` leaves the logging module out.  The last
 column names what each command imports that ``python -c pass`` does
 not, among the database, network, packaging and process modules no
 listing needs (``startupsupport.HEAVY_PACKAGES``).
@@ -78,6 +79,15 @@ EMPTY_LISTING = (
     'p.add_argument("--json", action="store_true"); '
     'a = p.parse_args(["--list", "--json"]); '
     'logging.getLogger("x").addHandler(logging.StreamHandler()); '
+    'print(json.dumps([]))')
+# the same without logging: a parser and JSON are all a listing could not
+# do without (the --help and one-line usage errors every command has)
+EMPTY_LISTING_UNLOGGED = (
+    'import argparse, json, sys; '
+    'p = argparse.ArgumentParser(); '
+    'p.add_argument("--list", action="store_true"); '
+    'p.add_argument("--json", action="store_true"); '
+    'a = p.parse_args(["--list", "--json"]); '
     'print(json.dumps([]))')
 
 
@@ -183,6 +193,8 @@ def main():
                 commands[code] = [python, '-c', code]
             commands['stdlib listing of nothing'] = [
                 python, '-c', EMPTY_LISTING]
+            commands['  the same without logging'] = [
+                python, '-c', EMPTY_LISTING_UNLOGGED]
             for name, _, listing in startupsupport.LISTINGS:
                 commands['bin/%s %s' % (name, ' '.join(listing))] = [
                     python, scripts[name]] + listing
