@@ -58,6 +58,7 @@ BUILDING = 'building'
 FAILED_STATE = 'failed'
 BUILT = 'built'
 PUBLISHED = 'published'
+UNCHECKED = 'unchecked'
 ROLLED_BACK = 'rolled back'
 BAD = 'bad'
 PRUNED = 'pruned'
@@ -68,14 +69,17 @@ GOOD = (BUILT, PUBLISHED, ROLLED_BACK)
 #   started      NAME is being made (its directory may or may not exist yet)
 #   built        NAME is complete (its manifest is written)
 #   failed       NAME will not be completed (reason)
-#   published    current -> NAME (previous, via: why it was flipped to)
+#   published    current -> NAME (previous, via: why it was flipped to;
+#                checking: its health gate is still to pass)
+#   checked      NAME passed its health gate after it was flipped to (a
+#                NAME left "checking" was flipped to by a killed run)
 #   rolled-back  NAME was left by a rollback (to: where current went)
 #   bad          NAME failed its health check
 #   pruned       NAME was removed (reason)
 STATE_OF_EVENT = {
     'started': BUILDING, 'failed': FAILED_STATE, 'built': BUILT,
-    'published': PUBLISHED, 'rolled-back': ROLLED_BACK, 'bad': BAD,
-    'pruned': PRUNED,
+    'published': PUBLISHED, 'checked': PUBLISHED,
+    'rolled-back': ROLLED_BACK, 'bad': BAD, 'pruned': PRUNED,
 }
 
 # A store without a current link (snapshots, package indexes).
@@ -355,9 +359,11 @@ class Store:
                     self.current, target, self.directory, self.kind.name))
         return name
 
-    def flip(self, name, via='flip', **fields):
+    def flip(self, name, via='flip', checking=False, **fields):
         """Point ``current`` at the complete generation ``name``; ``via``
-        says why (publish, rollback, flip-back, switch, restore ...)."""
+        says why (publish, rollback, flip-back, switch, restore ...).
+        ``checking``: a health gate is still to pass (:meth:`checked`);
+        until then ``name`` is :data:`UNCHECKED`."""
         if self.current is None:
             raise Refused('%ss have no current link' % self.kind.name)
         if not self.is_complete(name):
@@ -368,8 +374,24 @@ class Store:
         target = os.path.relpath(self.path(name),
                                  os.path.dirname(self.current))
         fsutil.atomic_symlink(target, self.current)
+        if checking:
+            fields['checking'] = True
         self.journal.append('published', name=name, previous=previous,
                             via=via, **fields)
+        return previous
+
+    def checked(self, name):
+        """``name``, flipped to with ``checking``, passed its gate."""
+        self.journal.append('checked', name=name)
+
+    def flipped_from(self, name):
+        """What was current when ``current`` was last pointed at
+        ``name`` (None: nothing, or it never was)."""
+        previous = None
+        for entry in self.journal.entries(strict=False):
+            if entry.get('event') == 'published' and \
+                    entry.get('name') == name:
+                previous = entry.get('previous')
         return previous
 
     def remove_current(self):
@@ -464,7 +486,8 @@ class Store:
         self.journal.append('pruned', name=name, reason=reason)
 
     def recover(self):
-        """Mark what killed runs left behind (call under the lock)."""
+        """Mark what killed runs left behind (call under the lock); returns
+        the names it marked failed."""
         fsutil.empty_trash(self.directory, remove=self.remove)
         if self.current is not None:
             # a flip killed between symlink and rename leaves its new link
@@ -479,6 +502,7 @@ class Store:
                 if os.path.islink(os.path.join(parent, name)):
                     os.unlink(os.path.join(parent, name))
         states = self.states()
+        marked = []
         for name in self.on_disk():
             if self.entry(name) != 'staging':
                 continue
@@ -486,8 +510,10 @@ class Store:
             if not os.path.exists(failed):
                 reason = 'the run making it was killed'
                 fsutil.atomic_write(failed, reason + '\n')
+                marked.append(name)
                 if states.get(name) != FAILED_STATE:
                     self.journal.append('failed', name=name, reason=reason)
+        return marked
 
     # -- reading the history ------------------------------------------------
 
@@ -512,6 +538,8 @@ class Store:
             name, event = entry.get('name'), entry['event']
             if event in STATE_OF_EVENT and name:
                 state[name] = STATE_OF_EVENT[event]
+                if event == 'published' and entry.get('checking'):
+                    state[name] = UNCHECKED
         return state
 
     def order(self, strict=True):

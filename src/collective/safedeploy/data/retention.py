@@ -142,21 +142,22 @@ def writes_only_in(generations, name):
 
 def release_generations(releases):
     """{data generation: [release tags]}: the generation each release still
-    in ``releases`` (a releases directory, in a good state) last ran on,
-    from the pairing record.  A rollback to one of them finds its data
-    there."""
+    in ``releases`` (a releases directory, in a good state or unchecked)
+    last ran on, from the pairing record.  A rollback to one of them finds
+    its data there."""
     if not releases or not os.path.isdir(releases):
         return {}
     from ..core.store import GOOD
     from ..core.store import RELEASE
+    from ..core.store import UNCHECKED
     from ..release import pairing
     store = Store(releases, RELEASE)
     states = store.states(strict=False)
     order = store.order(strict=False)
     result = {}
     for tag in store.on_disk(strict=False):
-        if states.get(tag) not in GOOD:
-            continue
+        if states.get(tag) not in GOOD + (UNCHECKED,):
+            continue    # (unchecked: it ran, its gate cut short by a kill)
         generation, _, _ = pairing.lookup(releases, tag, order)
         if generation:
             result.setdefault(generation, []).append(tag)

@@ -579,6 +579,10 @@ def load(buildout):
         settings = configuration.from_buildout(buildout)
         run = Run(buildout, settings)
         run.check()
+        if settings.flip and \
+                lifecycle.unchecked(settings.releases()) == settings.tag:
+            check_current_again(settings, buildout)
+            sys.exit(0)
         if lifecycle.nothing_to_do(settings):
             logger.info('release %s is %s and complete; nothing to do',
                         settings.tag, 'current' if settings.releases()
@@ -643,6 +647,32 @@ def unload(buildout):
 
 
 # -- hooks into the other features ----------------------------------------
+
+def check_current_again(settings, buildout):
+    """bin/buildout of the current release, whose health gate a killed
+    run did not finish: nothing is built; after-flip and the health check
+    run again (failing, ``current`` goes back to the release before it)."""
+    gens = settings.releases()
+    cli.handle_signals()
+    try:
+        with gens.lock('a release build or rollback'):
+            if lifecycle.unchecked(gens) != settings.tag:
+                return      # another run checked it while we waited
+            lifecycle.check_again(gens, settings.tag, settings.hooks(),
+                                  settings.buildout_directory)
+            pairing.record(settings.releases_directory, settings.tag,
+                           'publish', generation=data_generation(buildout))
+    except cli.Interrupted as e:
+        sys.stdout.flush()
+        sys.stderr.write('bin/buildout: %s; %s\n' % (
+            e, getattr(e, 'safedeploy_where', None) or
+            'current still points to %s' % gens.current_name()))
+        sys.stderr.flush()
+        sys.exit(e.exit_code)
+    finally:
+        cli.finished()
+    logger.info('current -> %s', settings.tag)
+
 
 def publish_index(settings, manifest, buildout):
     from ..index.publish import publish_release

@@ -34,6 +34,7 @@ from ..core.errors import HealthCheckFailed
 from ..core.errors import Refused
 from ..core.journal import now
 from ..core.store import GOOD
+from ..core.store import UNCHECKED
 
 logger = logging.getLogger('collective.safedeploy')
 
@@ -136,7 +137,9 @@ def stage(settings):
     gens = settings.releases()
     tag = settings.tag
     current = gens.current_name()
-    gens.recover()
+    for name in gens.recover():
+        logger.warning('stage: release %s was left half-built by a killed '
+                       'run; marked failed', name)
     check_stage(settings)
     if gens.entry(tag) == 'complete':
         gens.discard(tag, 'rebuild')
@@ -307,15 +310,11 @@ def dump_configuration(raw):
 def flip(gens, tag, hook_settings, buildout_directory, via='publish',
          **fields):
     """Point ``current`` at ``tag``, install its root scripts, run
-    after-flip, pass the health gate.
-
-    When the gate fails, ``current`` goes back where it was (with the root
-    scripts of that release), after-flip runs again, the release is marked
-    bad and HealthCheckFailed raised.  An interrupt before the gate passed
-    goes back the same way (the release is not marked bad: it was not
-    found unhealthy) and is raised again.
-    """
-    previous = gens.flip(tag, via=via, **fields)
+    after-flip, pass the health gate (:func:`check`).  Until the gate
+    passed, the journal has ``tag`` as unchecked: a run killed in between
+    leaves it so, and the next run checks it again
+    (:func:`check_again`)."""
+    previous = gens.flip(tag, via=via, checking=True, **fields)
     if via != 'publish' and previous:
         excluded.restore_leaving(gens, previous, tag)
     install_root_scripts(gens, tag)
@@ -323,6 +322,19 @@ def flip(gens, tag, hook_settings, buildout_directory, via='publish',
     # bin/buildout, "rolled back: ..." by bin/rollback, "flipped: ..." by
     # bin/flip (the after-flip and health check lines follow the flip)
     logger.debug('flip: current -> %s (was %s)', tag, previous or 'nothing')
+    check(gens, tag, previous, hook_settings, buildout_directory)
+    return previous
+
+
+def check(gens, tag, previous, hook_settings, buildout_directory):
+    """After-flip and the health gate of ``tag``, just made current.
+
+    When the gate fails, ``current`` goes back to ``previous`` (with the
+    root scripts of that release), after-flip runs again, the release is
+    marked bad and HealthCheckFailed raised.  An interrupt before the gate
+    passed goes back the same way (the release is not marked bad: it was
+    not found unhealthy) and is raised again.
+    """
     try:
         reason = gate(gens, tag, previous, hook_settings, buildout_directory)
     except BaseException as e:
@@ -340,7 +352,8 @@ def flip(gens, tag, hook_settings, buildout_directory, via='publish',
                 pass     # the interrupt being handled is raised below
         raise
     if reason is None:
-        return previous
+        gens.checked(tag)
+        return
     logger.error('%s', reason)
     gens.journal.append('bad', name=tag, reason=reason)
     restore = cli.ignore_signals()
@@ -350,6 +363,27 @@ def flip(gens, tag, hook_settings, buildout_directory, via='publish',
     finally:
         restore()
     raise HealthCheckFailed('release %s is bad: %s; %s' % (tag, reason, where))
+
+
+def unchecked(gens):
+    """The current release, when the run that flipped to it was killed
+    before its health gate passed; else None."""
+    tag = gens.current_name()
+    if tag and gens.states(strict=False).get(tag) == UNCHECKED:
+        return tag
+    return None
+
+
+def check_again(gens, tag, hook_settings, buildout_directory):
+    """The gate a killed run did not finish: after-flip and the health
+    check of the current release ``tag`` again, as :func:`check` (failing,
+    ``current`` goes back to the release that was current before it).
+    The caller holds the lock."""
+    previous = gens.flipped_from(tag)
+    logger.warning('release %s is current, but its health gate never '
+                   'passed (the run that flipped to it was killed): running '
+                   'after-flip and the health check again', tag)
+    check(gens, tag, previous, hook_settings, buildout_directory)
 
 
 def gate(gens, tag, previous, hook_settings, buildout_directory):
@@ -498,6 +532,12 @@ def roll_back(gens, target=None, dry_run=False, buildout_directory=None,
                 % (current or 'the current one'))
     gens.resolve(target)
     if target == current:
+        if unchecked(gens) == target:
+            raise Refused(
+                'release %s is already current, but its health gate never '
+                'passed (the run that flipped to it was killed); bin/buildout'
+                ' of %s checks it again, bin/rollback goes back' % (
+                    target, target))
         raise Refused('release %s is already current; nothing to do'
                       % target)
     if dry_run:

@@ -1,6 +1,10 @@
 """The release lifecycle, one test per behaviour, on real buildouts."""
+import json
 import os
+import signal
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -449,6 +453,79 @@ class TestHooks(ReleaseTestCase):
         r = self.rollback('1.1')
         self.assertNotEqual(r.returncode, 0)
         self.assertIn('marked bad', r.output)
+
+    def test_a_run_killed_in_after_flip_leaves_the_release_unchecked(self):
+        # after-flip says it started, then takes its time: the run is
+        # killed while it runs, after the flip, before the health gate
+        started = self.sample.path('after-flip.started')
+        hooks = textwrap.dedent('''\
+            after-flip = %s -c "import os, sys, time; open(%r, 'w').close(); time.sleep(float(sys.argv[1]) if os.environ['SAFEDEPLOY_TAG'] == '1.1' else 0)" %s
+            health-check = %s -c "import sys; sys.exit(%d)"
+            health-timeout = 1
+            ''')
+        self.configure(safedeploy=hooks % (
+            sys.executable, started, 0, sys.executable, 0))
+        self.assertReleased(self.release('1.0'), '1.0')
+        os.unlink(started)
+        self.configure(safedeploy=hooks % (
+            sys.executable, started, 30, sys.executable, 1))
+        p = subprocess.Popen(
+            [support.BUILDOUT, 'safedeploy:tag=1.1'],
+            cwd=self.sample.directory, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        self.addCleanup(p.wait)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(started) and time.monotonic() < deadline \
+                and p.poll() is None:
+            time.sleep(0.01)
+        self.assertTrue(os.path.exists(started), 'after-flip never ran')
+        os.killpg(p.pid, signal.SIGKILL)     # bin/buildout and its hook
+        p.wait()
+        # current points to the complete 1.1, which nothing checked
+        self.assertEqual(support.current_tag(self.sample.directory), '1.1')
+        states = {r['tag']: r['state'] for r in json.loads(
+            self.rollback('--list', '--json').output)}
+        self.assertEqual(states, {'1.0': 'published', '1.1': 'unchecked'})
+        r = support.run([self.sample.path('bin', 'flip'), '1.1'],
+                        cwd=self.sample.directory)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn('its health gate never passed', r.output)
+        # the next bin/buildout of 1.1 builds nothing and runs the gate
+        # again: unhealthy, current goes back to 1.0
+        manifest = self.manifest('1.1')
+        result = self.release('1.1')
+        self.assertEqual(result.returncode, 1, result)
+        self.assertIn('health gate never passed', result.output)
+        self.assertIn('release 1.1 is bad', result.output)
+        self.assertIn('current flipped back to 1.0', result.output)
+        self.assertNotIn('Traceback', result.output)
+        self.assertEqual(support.current_tag(self.sample.directory), '1.0')
+        self.assertEqual(self.manifest('1.1'), manifest)
+        states = {r['tag']: r['state'] for r in json.loads(
+            self.rollback('--list', '--json').output)}
+        self.assertEqual(states, {'1.0': 'published', '1.1': 'bad'})
+
+    def test_an_unchecked_release_that_passes_the_gate_again_stays(self):
+        self.configure(safedeploy='health-check = true\n')
+        self.assertReleased(self.release('1.0'), '1.0')
+        self.assertReleased(self.release('1.1'), '1.1')
+        # what a run killed after its flip leaves in the journal: 1.1
+        # flipped to, its gate still to pass
+        from ..core.store import RELEASE, Store
+        gens = Store(self.sample.path('releases'), RELEASE,
+                     current=self.sample.path('current'))
+        gens.flip('1.0', via='test')
+        gens.flip('1.1', via='publish', checking=True)
+        self.assertEqual(gens.states()['1.1'], 'unchecked')
+        result = self.release('1.1')
+        self.assertReleased(result, '1.1')
+        self.assertIn('health gate never passed', result.output)
+        self.assertIn('current -> 1.1', result.output)
+        self.assertEqual(gens.states()['1.1'], 'published')
+        # checked: the next run has nothing to do again
+        result = self.release('1.1')
+        self.assertReleased(result, '1.1')
+        self.assertIn('nothing to do', result.output)
 
     def test_health_check_url(self):
         import http.server
