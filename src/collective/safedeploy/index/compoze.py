@@ -60,6 +60,7 @@ import types
 from packaging.utils import canonicalize_name
 
 from ..core.fsutil import sha256
+from .pool import ARCHIVE
 
 logger = logging.getLogger('collective.safedeploy')
 
@@ -107,7 +108,14 @@ def build_index(directory, hashes=None):
 
     ``hashes`` maps file names to their sha256; missing ones are computed.
     Returns ``{normalised project name: [file name, ...]}``.
+
+    A directory without archives gets an empty index: compoze refuses one
+    ("No distributions"), but a release whose every distribution came from
+    the environment bin/buildout runs in, with no archive found for any,
+    has nothing to serve -- and is no less complete for it.
     """
+    if not any(ARCHIVE.match(name) for name in os.listdir(directory)):
+        return empty_index(os.path.join(directory, INDEX_NAME))
     install()
     from compoze.indexer import Indexer
 
@@ -123,6 +131,16 @@ def build_index(directory, hashes=None):
 
 
 _HREF = re.compile(r'href="([^"]*)"')
+
+
+def empty_index(index_dir):
+    """``index_dir/index.html`` listing no project, as compoze writes the
+    top page of one that lists some."""
+    os.makedirs(index_dir)
+    with open(os.path.join(index_dir, 'index.html'), 'w') as f:
+        f.write('<html>\n<body>\n<h1>Package Index</h1>\n<ul>\n</ul>\n'
+                '</body>\n</html>\n')
+    return {}
 
 
 def pep503(simple, hashes):

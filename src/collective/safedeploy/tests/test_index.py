@@ -248,6 +248,23 @@ class TestPublish(IndexTestCase):
         with open(os.path.join(self.indexes, 'e1', 'versions.cfg')) as f:
             self.assertIn('\nno.such.dist = 1.0\n', f.read())
 
+    def test_a_release_of_nothing_but_the_environment_has_an_empty_index(
+            self):
+        # every distribution came from the environment bin/buildout runs
+        # in and none has an archive anywhere: nothing to serve, but the
+        # index is complete (compoze itself refuses an empty directory)
+        site = os.path.join(self.root, 'venv', 'site-packages')
+        record = self.publish('n1', [
+            entry('no.such.dist', '1.0', location=site)])
+        self.assertEqual(record['tag'], 'n1')
+        self.assertEqual(records.tags(self.indexes), ['n1'])
+        self.assertEqual(self.files('n1'), [])
+        simple = os.path.join(self.indexes, 'n1', 'simple')
+        self.assertEqual(os.listdir(simple), ['index.html'])
+        with open(os.path.join(self.indexes, 'n1', 'versions.cfg')) as f:
+            self.assertIn('\nno.such.dist = 1.0\n', f.read())
+        self.assertEqual(self.bin_index('--verify', 'n1')[0], 0)
+
     def test_an_existing_index_is_kept_or_refused(self):
         zodb = wheelhouse_distributions(['ZODB'])
         self.publish('v1', zodb)
