@@ -360,6 +360,8 @@ class DataRoot:
         Refused when there is data already (generations, or files to adopt
         with bin/snapshot --adopt).  Returns its name."""
         gens = self.generations
+        if gens.current_name() is None:
+            self._refuse_data_to_adopt()    # before the first write
         with self.lock('the first data generation of %s' % self.path):
             current = gens.current_name()
             if current is not None:
@@ -368,13 +370,7 @@ class DataRoot:
                 raise Refused(
                     '%s already has generations but no current link; point '
                     '%s at one of them' % (gens.directory, gens.current))
-            existing = [p for p in self.top_level()
-                        if os.path.lexists(os.path.join(self.path, p))]
-            if existing:
-                raise Refused(
-                    '%s holds %s already; move it into the generations with '
-                    'bin/snapshot --adopt (site stopped)' % (
-                        self.path, existing[0]))
+            self._refuse_data_to_adopt()
             gens.recover()
             name = '1'
             path = gens.stage(name, created='empty')
@@ -388,6 +384,16 @@ class DataRoot:
             logger.info('data generation %s created (empty) in %s', name,
                         gens.directory)
             return name
+
+    def _refuse_data_to_adopt(self):
+        existing = [p for p in self.top_level()
+                    if os.path.lexists(os.path.join(self.path, p))]
+        if existing:
+            raise Refused(
+                '%s holds %s already; with the site stopped, move it into '
+                'the generations: bin/snapshot --adopt (before the first '
+                'release: safedeploy-snapshot --adopt --data %s)' % (
+                    self.path, existing[0], self.path))
 
     # -- adopting an existing layout ---------------------------------------
 

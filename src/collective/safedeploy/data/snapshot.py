@@ -130,14 +130,25 @@ def create(options, name=None, release=None, prune=True):
     return info
 
 
-def take_for_release(options, tag):
+def take_for_release(options, tag, new_site=False):
     """A snapshot named after the release ``tag`` (``tag-2`` ... when that
     name is taken) just before the flip.  Returns {name, backend, time,
     last_tid}: what the release journal records.  The snapshot is on disk
-    before the release that relies on it is flipped in."""
+    before the release that relies on it is flipped in.
+
+    ``new_site`` (the first release, no release current yet): a data root
+    with no data at all gets its first data generation, empty, for the
+    site to start in, and there is nothing to snapshot: returns {name:
+    None, generation}.  Data already there but not adopted is refused
+    (:meth:`~.layout.DataRoot.create_empty`)."""
     if relstorage_options.is_relstorage(
             relstorage_options.options_getter(options)):
         return relstorage_options.take_for_release_with(options, tag)
+    if new_site:
+        config = Config(**options)
+        root = DataRoot(config.data, config.files)
+        if root.current_name() is None:
+            return dict(name=None, generation=root.create_empty())
     backend = backend_for(options)
     name = unique(validate_name(tag), {r['name'] for r in
                                        backend.snapshots()})
@@ -296,6 +307,10 @@ def parser(prog='snapshot'):
                       '(named TAG, or TAG-2 ... when taken) and print it as '
                       'JSON; bin/buildout does this just before a flip when '
                       'safedeploy:snapshot-before-flip is set')
+    p.add_companion(('--for-release',), '--new-site', action='store_true',
+                    help='with --for-release: when the data root holds no '
+                    'data at all, make its first data generation, empty, '
+                    'instead (bin/buildout does this for the first release)')
     mode.add_argument('--adopt', action='store_true',
                       help='move existing data (filestorage/, blobstorage/) '
                       'into generations/1 and link current (site stopped)')
@@ -422,7 +437,8 @@ def dispatch(args, options):
             print('pruned data generation %s' % name)
         return 0
     if args.for_release:
-        cli.print_json(take_for_release(options, args.for_release))
+        cli.print_json(take_for_release(options, args.for_release,
+                                        new_site=args.new_site))
         return 0
     if args.adopt:
         name = adopt(options)

@@ -693,14 +693,21 @@ def take_snapshot(settings, buildout):
         raise ConfigurationError(
             'safedeploy:snapshot-before-flip names %s, but the release has '
             'no bin/snapshot; list the part in parts' % part)
-    p = commands.run([script, '--for-release', settings.tag],
-                     what='the snapshot before flipping to %s' % settings.tag,
-                     output=commands.STDOUT, check=False)
+    first = settings.releases().current_name() is None
+    p = commands.run([script, '--for-release', settings.tag] + (
+        ['--new-site'] if first else []),
+        what='the snapshot before flipping to %s' % settings.tag,
+        output=commands.STDOUT, check=False)
     if p.returncode:
         raise Refused(
             'the snapshot before flipping to %s failed (see above); current '
             'was not changed' % settings.tag)
     taken = json.loads(p.stdout)
+    if taken['name'] is None:
+        logger.info('no data yet: data generation %s made, empty, for the '
+                    'site to start in; nothing to snapshot before the first '
+                    'release', taken['generation'])
+        return None
     logger.info('snapshot %s of the data taken before the flip',
                 taken['name'])
     return {'snapshot': taken['name'], 'backend': taken.get('backend'),

@@ -89,6 +89,55 @@ class TestFileStorageSite(RecipeTestCase):
         self.assertEqual(r.returncode, 0, r)
         self.assertEqual(support.current_tag(self.sample.directory), '1.0')
 
+    def test_a_new_site_starts_in_an_empty_first_generation(self):
+        # no data yet: the first release makes generation 1, empty, for
+        # the application to create its database in; nothing to snapshot
+        self.sample.cleanup()
+        self.sample = support.SampleBuildout()
+        self.addCleanup(self.sample.cleanup)
+        self.var = self.sample.path('var')
+        self.write_config('''
+            [app]
+            eggs = hello
+            scripts = hello
+            ''')
+        r = self.release('1.0')
+        self.assertIn('data generation 1 made, empty', r.output)
+        self.assertEqual(os.readlink(os.path.join(self.var, 'current')),
+                         os.path.join('generations', '1'))
+        for empty in ('filestorage', 'blobstorage'):
+            self.assertEqual(os.listdir(os.path.join(
+                self.var, 'current', empty)), [])
+        # the site writes its first data; the next release snapshots it
+        from . import zodbsupport
+        zodbsupport.make_site_data(os.path.join(self.var, 'current'),
+                                   transactions=2, blobs=1)
+        self.release('1.1')
+        self.assert_released('1.1')
+
+    def test_existing_data_not_adopted_is_refused_saying_how(self):
+        self.sample.cleanup()
+        self.sample = support.SampleBuildout()
+        self.addCleanup(self.sample.cleanup)
+        self.var = self.sample.path('var')
+        from . import zodbsupport
+        zodbsupport.make_site_data(self.var, transactions=2, blobs=1)
+        before = support.tree_state(self.var)
+        self.write_config('''
+            [app]
+            eggs = hello
+            scripts = hello
+            ''')
+        r = self.sample.buildout('safedeploy:tag=1.0')
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn('safedeploy-snapshot --adopt --data %s' % self.var,
+                      r.output)
+        self.assertNotIn('Traceback', r.output)
+        self.assertFalse(os.path.lexists(self.sample.path('current')))
+        after = support.tree_state(self.var)
+        self.assertEqual(set(after) - set(before), set())
+        self.assertEqual(set(before) - set(after), set())
+
     def test_documented_at_its_top(self):
         with open(os.path.join(RECIPES, self.recipe)) as f:
             text = f.read()
