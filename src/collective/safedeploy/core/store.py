@@ -124,6 +124,15 @@ def _read_marker(directory):
     return marker
 
 
+def _marker_kind(directory):
+    """The kind of store ``directory`` is, when it is one; else None."""
+    try:
+        marker = _read_marker(directory)
+    except Damaged:
+        return None
+    return marker.get('kind') if marker else None
+
+
 def forbidden(directory):
     """The directories nothing of ours may be: ``/`` and the user's home."""
     home = os.path.expanduser('~')
@@ -175,7 +184,12 @@ def owned(directory, kind, legacy=None):
                       'for %ss; configure one of its own' % (directory, kind))
     if not os.path.lexists(directory):
         return False
-    if not os.path.isdir(directory) or os.path.islink(directory):
+    if os.path.islink(directory):
+        raise Refused(
+            '%s is a symbolic link (to %s); it is not used for %ss: '
+            'configure the directory itself, or another one' % (
+                directory, os.readlink(directory), kind))
+    if not os.path.isdir(directory):
         raise Refused(
             '%s is not a directory; it cannot hold %ss: move it away or '
             'configure another directory' % (directory, kind))
@@ -191,6 +205,12 @@ def owned(directory, kind, legacy=None):
         return False
     if legacy is not None and legacy():
         return True
+    parent = _marker_kind(os.path.dirname(os.path.abspath(directory)))
+    if parent:
+        raise Refused(
+            '%s is one of the %ss in %s, not a directory for %ss: configure '
+            'that directory, or another one' % (
+                directory, parent, os.path.dirname(directory), kind))
     raise Refused(
         '%s exists and was not made by collective.safedeploy (it holds %s); '
         'it is not used for %ss: configure an empty or new directory' % (
@@ -345,18 +365,24 @@ class Store:
             return None
         if not os.path.islink(self.current):
             raise Refused(
-                '%s exists and is not a symlink; move it away (it is not '
-                'ours to replace) and run again' % self.current)
+                '%s exists and is not a symlink, so it is not the current '
+                'link of the %ss in %s; it is left alone: check the path '
+                'configured for current (a leftover of yours there: move it '
+                'away)' % (self.current, self.kind.name, self.directory))
         target = os.readlink(self.current)
         resolved = os.path.normpath(os.path.join(
             os.path.dirname(self.current), target))
         parent, name = os.path.split(resolved)
         if (os.path.realpath(parent) != os.path.realpath(self.directory)
                 or not NAME.match(name)):
+            other = _marker_kind(parent)
             raise Refused(
-                '%s points to %s, outside %s; point it at a %s there or '
-                'remove it, then run again' % (
-                    self.current, target, self.directory, self.kind.name))
+                '%s points to %s, outside %s%s, so it is not the current link '
+                'of these %ss; it is left alone: check the path configured '
+                'for current' % (
+                    self.current, target, self.directory,
+                    ' (it is the current link of the %ss in %s)' % (
+                        other, parent) if other else '', self.kind.name))
         return name
 
     def flip(self, name, via='flip', checking=False, **fields):
