@@ -102,6 +102,21 @@ def writes_lacking(data, current, target):
         low < tid <= high for low, high in intervals))
 
 
+def check_writes(data, current, target, discard_writes=False):
+    """The number of writes going back from ``current`` to ``target``
+    discards (:func:`writes_lacking`); refused when there are any, unless
+    ``discard_writes``.  The one check: :func:`switch_data_back` makes it
+    under the lock, ``bin/rollback --dry-run`` without."""
+    writes = writes_lacking(data, current, target)
+    if writes and not discard_writes:
+        raise Refused(
+            '%d transactions were committed in data generation %s that '
+            'generation %s does not hold; going back to %s discards '
+            'them: run again with --discard-writes (generation %s is '
+            'kept)' % (writes, current, target, target, current))
+    return writes
+
+
 def drop_client_caches(patterns):
     """Remove ZEO clients' persistent cache files (``*.zec``): a client
     whose cache is newer than the database refuses it ("Server behind
@@ -128,7 +143,7 @@ def switch_data_back(data, target, control=None, discard_writes=False,
     ``bin/rollback`` calls for a release paired with older data).
 
     Refuses when the current generation holds writes ``target`` lacks
-    (:func:`writes_lacking`), unless ``discard_writes``; the abandoned
+    (:func:`check_writes`), unless ``discard_writes``; the abandoned
     generation is kept.  ZEO
     clients are stopped, their persistent caches dropped and started
     again around the server restart.
@@ -138,13 +153,7 @@ def switch_data_back(data, target, control=None, discard_writes=False,
     with gens.lock('an evolve-copy or rollback of %s' % data.path):
         current = data.current()
         target = gens.resolve(target)
-        writes = writes_lacking(data, current, target)
-        if writes and not discard_writes:
-            raise Refused(
-                '%d transactions were committed in data generation %s that '
-                'generation %s does not hold; going back to %s discards '
-                'them: run again with --discard-writes (generation %s is '
-                'kept)' % (writes, current, target, target, current))
+        writes = check_writes(data, current, target, discard_writes)
         run_hook(commands.split(client_stop_command, 'client-stop-command'),
                  'client-stop-command', SAFEDEPLOY_DATA=data.dir(target))
         drop_client_caches(client_caches)

@@ -280,3 +280,36 @@ class TestEvolvePairing(ReleaseTestCase):
         self.assertEqual(support.current_tag(self.sample.directory), '1.0')
         self.assertEqual(os.readlink(os.path.join(data, 'current')),
                          os.path.join('generations', '1'))
+
+    def test_writes_across_a_pruned_generation_dry_run_refuses_too(self):
+        data = self.prune_the_evolved_generation()
+        db = open_db(os.path.join(data, 'current', 'filestorage', 'Data.fs'),
+                     os.path.join(data, 'current', 'blobstorage'))
+        for docid in (10, 11):          # 1.1 writes on the evolved data
+            with db.transaction() as conn:
+                conn.root()['site'].add(docid, 'written', b'new')
+        db.close()
+        # the clients' two writes count, the evolve's three do not; the
+        # dry run refuses what the run refuses, in the same words
+        refusal = ('rollback: error: 2 transactions were committed in data '
+                   'generation 4 that generation 1 does not hold; going back '
+                   'to 1 discards them: run again with --discard-writes '
+                   '(generation 4 is kept)')
+        for args in (('--dry-run',), ()):
+            r = self.rollback('1.0', *args)
+            self.assertEqual(r.returncode, 1, r.output)
+            self.assertEqual(len(r.lines), 1, r.output)
+            self.assertTrue(r.output.startswith(refusal), r.output)
+            self.assertEqual(support.current_tag(self.sample.directory),
+                             '1.1')
+        r = self.rollback('1.0', '--dry-run', '--discard-writes')
+        self.assertEqual(r.returncode, 0, r.output)
+        self.assertIn('data would be switched back to generation 1 (2 '
+                      'transaction(s) would be discarded, kept in generation '
+                      '4)', r.output)
+        r = self.rollback('1.0', '--discard-writes')
+        self.assertEqual(r.returncode, 0, r.output)
+        self.assertIn('data switched back to generation 1 (2 transaction(s) '
+                      'discarded, kept in generation 4)', r.output)
+        self.assertEqual(os.readlink(os.path.join(data, 'current')),
+                         os.path.join('generations', '1'))
