@@ -454,8 +454,12 @@ class EvolveCopy:
                 frozen_tid=self.state['frozen_tid'],
                 switch_tid=self.state['last_tid'],
                 steps=self.state.get('steps'), release=self.release))
+        # the journal says what the evolve committed itself, as the
+        # manifest does: it outlives the manifest when this generation is
+        # pruned, and a rollback across it still knows those transactions
         gens.flip(self.name, via='evolve-copy', release=self.release,
                   evolve=self.evolve_spec, source=self.source,
+                  frozen_tid=self.state['frozen_tid'],
                   switch_tid=self.state['last_tid'])
         try:
             self.check_not_written()

@@ -31,17 +31,60 @@ def committed_tids(fs_path):
 def evolve_intervals(data, name):
     """[(frozen_tid, switch_tid)] of the evolves along the chain of
     generations ``name`` was made from: the transactions an evolve-copy
-    committed itself (none a client was told about)."""
+    committed itself (none a client was told about).
+
+    Each generation's manifest says where it was made from and what its
+    evolve committed.  A generation pruned since took its manifest with
+    it; the journal's record of its switch says the same
+    (:func:`evolve_switches`), and the chain goes on through it."""
+    switches = None
     intervals, seen = [], set()
     while name and name not in seen:
         seen.add(name)
-        manifest = data.generations.manifest(name) or {}
-        low = filestorage.tid_bytes(manifest.get('frozen_tid'))
-        high = filestorage.tid_bytes(manifest.get('switch_tid'))
+        record = data.generations.manifest(name)
+        if record is None:
+            if switches is None:
+                switches = evolve_switches(data)
+            record = switches.get(name, {})
+            if not record.get('frozen_tid'):
+                record['frozen_tid'] = frozen_in_source(data, record)
+        low = filestorage.tid_bytes(record.get('frozen_tid'))
+        high = filestorage.tid_bytes(record.get('switch_tid'))
         if low is not None and high is not None:
             intervals.append((low, high))
-        name = manifest.get('source')
+        name = record.get('source')
     return intervals
+
+
+def evolve_switches(data):
+    """{generation: {source, frozen_tid, switch_tid}}: what the journal
+    recorded of each switch bin/evolve-copy made; it outlives the
+    generation's manifest when the generation is pruned."""
+    switches = {}
+    for entry in data.generations.journal.entries(strict=False):
+        if entry.get('event') == 'published' and \
+                entry.get('via') == 'evolve-copy' and entry.get('name'):
+            switches[entry['name']] = dict(
+                source=entry.get('source'),
+                frozen_tid=entry.get('frozen_tid'),
+                switch_tid=entry.get('switch_tid'))
+    return switches
+
+
+def frozen_in_source(data, switch):
+    """The frozen transaction of a switch the journal recorded without it
+    (before it kept it), from the source generation when that is still
+    there: the newest transaction the source holds up to the switch.  The
+    source was frozen until the switch and is written again only after
+    it, so that is where the evolve's own transactions began."""
+    source, switched = switch.get('source'), filestorage.tid_bytes(
+        switch.get('switch_tid'))
+    if not source or switched is None or not os.path.exists(
+            data.fs(source)):
+        return None
+    held = [tid for tid in filestorage.transaction_tids(data.fs(source))
+            if tid <= switched]
+    return filestorage.tid_hex(max(held)) if held else None
 
 
 def writes_lacking(data, current, target):
@@ -49,13 +92,29 @@ def writes_lacking(data, current, target):
     ``current`` that ``target`` does not hold: compared by transaction id,
     so writes made in any generation of the chain between them count, not
     only those since the last switch.  The evolves' own transactions (the
-    chain's manifests say which) do not."""
+    chain's manifests and, for a generation pruned since, the journal say
+    which) do not."""
     data = DataRoot(data) if isinstance(data, str) else data
     lacking = committed_tids(data.fs(current)) - committed_tids(
         data.fs(target))
     intervals = evolve_intervals(data, current)
     return sum(1 for tid in lacking if not any(
         low < tid <= high for low, high in intervals))
+
+
+def check_writes(data, current, target, discard_writes=False):
+    """The number of writes going back from ``current`` to ``target``
+    discards (:func:`writes_lacking`); refused when there are any, unless
+    ``discard_writes``.  The one check: :func:`switch_data_back` makes it
+    under the lock, ``bin/rollback --dry-run`` without."""
+    writes = writes_lacking(data, current, target)
+    if writes and not discard_writes:
+        raise Refused(
+            '%d transactions were committed in data generation %s that '
+            'generation %s does not hold; going back to %s discards '
+            'them: run again with --discard-writes (generation %s is '
+            'kept)' % (writes, current, target, target, current))
+    return writes
 
 
 def drop_client_caches(patterns):
@@ -84,7 +143,7 @@ def switch_data_back(data, target, control=None, discard_writes=False,
     ``bin/rollback`` calls for a release paired with older data).
 
     Refuses when the current generation holds writes ``target`` lacks
-    (:func:`writes_lacking`), unless ``discard_writes``; the abandoned
+    (:func:`check_writes`), unless ``discard_writes``; the abandoned
     generation is kept.  ZEO
     clients are stopped, their persistent caches dropped and started
     again around the server restart.
@@ -94,13 +153,7 @@ def switch_data_back(data, target, control=None, discard_writes=False,
     with gens.lock('an evolve-copy or rollback of %s' % data.path):
         current = data.current()
         target = gens.resolve(target)
-        writes = writes_lacking(data, current, target)
-        if writes and not discard_writes:
-            raise Refused(
-                '%d transactions were committed in data generation %s that '
-                'generation %s does not hold; going back to %s discards '
-                'them: run again with --discard-writes (generation %s is '
-                'kept)' % (writes, current, target, target, current))
+        writes = check_writes(data, current, target, discard_writes)
         run_hook(commands.split(client_stop_command, 'client-stop-command'),
                  'client-stop-command', SAFEDEPLOY_DATA=data.dir(target))
         drop_client_caches(client_caches)

@@ -109,6 +109,24 @@ class DataStep:
         return ' (%d transaction(s) discarded%s)' % (
             result['discarded'], ', kept in %s' % kept if kept else '')
 
+    def check(self):
+        """What :meth:`run` refuses, refused the same way, changing
+        nothing (``--dry-run``): switching back to a data generation that
+        lacks writes of the current one, without ``discard_writes``.
+        Returns the words saying what the run would discard ('' for a
+        restore and on RelStorage: those check when they run)."""
+        if self.kind != 'switch-back' or \
+                self.options.get('storage') == 'relstorage':
+            return ''
+        from ..evolve import switchback
+        data = switchback.DataRoot(self.options['data'])
+        current = data.current()
+        target = data.generations.resolve(self.target)
+        writes = switchback.check_writes(data, current, target,
+                                         self.discard_writes)
+        return ' (%d transaction(s) would be discarded, kept in generation '\
+            '%s)' % (writes, current) if writes else ''
+
     def root(self):
         from ..data.layout import DataRoot
         return DataRoot(self.options['data'],
@@ -208,9 +226,11 @@ def rollback(releases_directory, current, buildout_directory=None,
             gens, tag, dry_run=True, buildout_directory=buildout_directory)
         step = plan_data(gens, target, with_data, discard_writes, snapshot,
                          evolve_copy)
+        # the real run's verdict: what it would refuse is refused here too
+        discards = step.check() if step else ''
         print('would roll back: current %s -> %s%s' % (
-            previous, target, '; %s' % step.describe().replace(
-                'data ', 'data would be ', 1) if step else ''))
+            previous, target, '; %s%s' % (step.describe().replace(
+                'data ', 'data would be ', 1), discards) if step else ''))
         return 0
     if not gens.owned():
         raise NotFound('no releases in %s; bin/rollback works in the '

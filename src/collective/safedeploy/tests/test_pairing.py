@@ -7,9 +7,11 @@ from collective.safedeploy.release import pairing
 
 from . import support
 from .base import ReleaseTestCase
+from .zeosupport import FUNCTION
 from .zodbsupport import commit
 from .zodbsupport import hash_tree
 from .zodbsupport import make_site_data
+from .zodbsupport import open_db
 from .zodbsupport import transaction_ids
 
 
@@ -198,3 +200,121 @@ class TestEvolvePairing(ReleaseTestCase):
         # the abandoned generation is kept
         self.assertTrue(os.path.isdir(os.path.join(
             data, os.path.dirname(before_gen), os.path.basename(evolved_gen))))
+
+    def prune_the_evolved_generation(self):
+        """The operator's sequence: releases 1.0 and 1.1 both run on data
+        generation 1; bin/evolve-copy with an evolve of three commits
+        (generation 2), then twice with keep-generations = 1 and nothing
+        left to evolve (3, 4): generation 2, which holds the evolve's
+        commits, is pruned.  Returns the data root."""
+        import transaction
+        from .evolve_example import model
+        data = self.sample.path('data')
+        os.makedirs(os.path.join(data, 'filestorage'))
+        db = open_db(os.path.join(data, 'filestorage', 'Data.fs'),
+                     os.path.join(data, 'blobstorage'))
+        with db.transaction() as conn:
+            model.make_site(conn.root(), 3)
+        db.close()
+        transaction.abort()
+        self.configure()
+        self.assertReleased(self.release('1.0'), '1.0')
+        self.assertEqual(support.run([self.sample.path('bin', 'snapshot'),
+                                      '--adopt']).returncode, 0)
+        self.assertReleased(self.release('1.1'), '1.1')
+        evolve_copy = self.sample.path('bin', 'evolve-copy')
+        r = support.run([evolve_copy, '--evolve', FUNCTION,
+                         '--keep-generations', '0'])
+        self.assertEqual(r.returncode, 0, r.output)
+        generations = os.path.join(data, 'generations')
+        with open(os.path.join(generations, '2',
+                               'safedeploy-manifest.json')) as f:
+            self.assertEqual(len(json.load(f)['steps']), 3)
+        for name in ('3', '4'):
+            r = support.run([evolve_copy, '--keep-generations', '1'])
+            self.assertEqual(r.returncode, 0, r.output)
+            self.assertEqual(os.readlink(os.path.join(data, 'current')),
+                             os.path.join('generations', name))
+        self.assertIn('pruned data generation(s) 2', r.output)
+        self.assertFalse(os.path.exists(os.path.join(generations, '2')))
+        self.assertTrue(os.path.isdir(os.path.join(generations, '1')))
+        return data
+
+    def forget_frozen_tids(self, data):
+        """The data journal as it was written before it recorded where
+        each evolve-copy's own transactions began."""
+        path = os.path.join(data, 'generations', '.journal')
+        with open(path) as f:
+            entries = [json.loads(line) for line in f]
+        with open(path, 'w') as f:
+            for entry in entries:
+                entry.pop('frozen_tid', None)
+                f.write(json.dumps(entry) + '\n')
+
+    def test_the_evolves_commits_in_a_pruned_generation_are_not_writes(self):
+        data = self.prune_the_evolved_generation()
+        self.rollback_without_writes(data)
+        # where the pruned generation's evolve began, in the journal
+        with open(os.path.join(data, 'generations', '.journal')) as f:
+            switched = [e for e in map(json.loads, f)
+                        if e.get('via') == 'evolve-copy']
+        self.assertEqual([(e['name'], bool(e.get('frozen_tid')))
+                          for e in switched],
+                         [('2', True), ('3', True), ('4', True)])
+
+    def test_the_same_with_the_journal_of_an_earlier_version(self):
+        # the operator's site: its generations were switched and pruned
+        # before the journal recorded the frozen transaction; the source
+        # generation, still there, says it
+        data = self.prune_the_evolved_generation()
+        self.forget_frozen_tids(data)
+        self.rollback_without_writes(data)
+
+    def rollback_without_writes(self, data):
+        # nobody wrote: the only transactions generation 1 lacks are the
+        # evolve's, committed in the pruned generation 2
+        r = self.rollback('1.0', '--dry-run')
+        self.assertEqual(r.returncode, 0, r.output)
+        self.assertEqual(r.output.strip().splitlines()[-1],
+                         'would roll back: current 1.1 -> 1.0; data would '
+                         'be switched back to generation 1')
+        r = self.rollback('1.0')
+        self.assertEqual(r.returncode, 0, r.output)
+        self.assertIn('data switched back to generation 1 (0 '
+                      'transaction(s) discarded', r.output)
+        self.assertEqual(support.current_tag(self.sample.directory), '1.0')
+        self.assertEqual(os.readlink(os.path.join(data, 'current')),
+                         os.path.join('generations', '1'))
+
+    def test_writes_across_a_pruned_generation_dry_run_refuses_too(self):
+        data = self.prune_the_evolved_generation()
+        db = open_db(os.path.join(data, 'current', 'filestorage', 'Data.fs'),
+                     os.path.join(data, 'current', 'blobstorage'))
+        for docid in (10, 11):          # 1.1 writes on the evolved data
+            with db.transaction() as conn:
+                conn.root()['site'].add(docid, 'written', b'new')
+        db.close()
+        # the clients' two writes count, the evolve's three do not; the
+        # dry run refuses what the run refuses, in the same words
+        refusal = ('rollback: error: 2 transactions were committed in data '
+                   'generation 4 that generation 1 does not hold; going back '
+                   'to 1 discards them: run again with --discard-writes '
+                   '(generation 4 is kept)')
+        for args in (('--dry-run',), ()):
+            r = self.rollback('1.0', *args)
+            self.assertEqual(r.returncode, 1, r.output)
+            self.assertEqual(len(r.lines), 1, r.output)
+            self.assertTrue(r.output.startswith(refusal), r.output)
+            self.assertEqual(support.current_tag(self.sample.directory),
+                             '1.1')
+        r = self.rollback('1.0', '--dry-run', '--discard-writes')
+        self.assertEqual(r.returncode, 0, r.output)
+        self.assertIn('data would be switched back to generation 1 (2 '
+                      'transaction(s) would be discarded, kept in generation '
+                      '4)', r.output)
+        r = self.rollback('1.0', '--discard-writes')
+        self.assertEqual(r.returncode, 0, r.output)
+        self.assertIn('data switched back to generation 1 (2 transaction(s) '
+                      'discarded, kept in generation 4)', r.output)
+        self.assertEqual(os.readlink(os.path.join(data, 'current')),
+                         os.path.join('generations', '1'))
