@@ -147,6 +147,26 @@ def _rmtree(path):
         shutil.rmtree(path, onerror=retry)
 
 
+def remove_marked(path, marker):
+    """Remove the directory ``path`` that the file ``marker`` in it says
+    is ours, the marker last: a removal killed half-way leaves it still
+    marked, for the next run to finish."""
+    if not os.path.lexists(path):
+        return
+    for name in os.listdir(path):
+        if name == marker:
+            continue
+        p = os.path.join(path, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            _rmtree(p)
+        else:
+            os.unlink(p)
+    if os.path.lexists(os.path.join(path, marker)):
+        os.unlink(os.path.join(path, marker))
+    os.rmdir(path)
+    fsync_directory(os.path.dirname(path))
+
+
 def empty_trash(directory, trash_prefix='.trash-', remove=None):
     """Finish removals a killed process left behind: our trash, and the
     temporary files and directories of killed writes.  ``remove(path)``

@@ -10,7 +10,8 @@ Usage::
                                      holds, and why it is kept
     bin/snapshot --restore NAME      put the data back to that snapshot
                  [--force] [--discard-writes]
-    bin/snapshot --destroy NAME      remove a snapshot
+    bin/snapshot --destroy NAME      remove a snapshot (one a release still
+                 [--force]           there is paired with: with --force)
     bin/snapshot --export NAME DIR   write a snapshot's files into DIR (copy
                                      backend)
     bin/snapshot --prune             remove snapshots beyond ``keep`` and
@@ -40,6 +41,7 @@ from . import relstorage_options
 from ..core import cli
 from ..core import options as opts
 from ..core.errors import ConfigurationError
+from ..core.errors import Refused
 from ..core.store import validate_name
 from .layout import DEFAULT_FILES
 from .layout import DataRoot
@@ -171,11 +173,53 @@ def restore(options, name, force=False, discard_writes=False):
     return backend.restore(name, force=force, discard_writes=discard_writes)
 
 
-def destroy(options, name):
+def destroy(options, name, force=False):
+    """Remove snapshot ``name``.  Refused (nothing changed) when a release
+    still in the releases directory is paired with it -- the release it
+    was taken for, or one whose ``bin/rollback --with-data`` restores it
+    --, unless ``force``: what keep and prune never remove, a mistyped
+    name must not either."""
     backend = backend_for(options)
     validate_name(name, 'snapshot name')
+    if not force:
+        refuse_paired(backend, backend.info(name))
     backend.destroy(name)
     logger.debug('snapshot %s destroyed', name)
+
+
+def paired_releases(backend, row):
+    """The releases still in the releases directory that snapshot ``row``
+    is paired with: ``(taken for, restored by bin/rollback --with-data)``
+    -- the release it was taken for (its own record, what prune keeps it
+    for) and those the pairing record gives it as the snapshot of their
+    data.  Nothing when no releases directory is known."""
+    releases = backend.config.releases
+    kept = kept_releases(releases)
+    if not kept:
+        return [], []
+    from ..release import pairing
+    taken_for = [row['release']] if row.get('release') in kept else []
+    restores = []
+    for release in sorted(kept):
+        _, paired, _ = pairing.lookup(releases, release)
+        if paired is not None and paired.snapshot == row['name']:
+            restores.append(release)
+    return taken_for, restores
+
+
+def refuse_paired(backend, row):
+    taken_for, restores = paired_releases(backend, row)
+    releases = sorted(set(taken_for) | set(restores))
+    if not releases:
+        return
+    raise Refused(
+        'snapshot %s is paired with release%s %s, still in %s%s; destroy it '
+        'with --force if you mean it, or remove the release%s first' % (
+            row['name'], 's' if len(releases) > 1 else '',
+            ', '.join(releases), backend.config.releases,
+            ' (bin/rollback %s --with-data restores it)' % ' or '.join(
+                restores) if restores else '',
+            's' if len(releases) > 1 else ''))
 
 
 def verify(options, name):
@@ -318,9 +362,11 @@ def parser(prog='snapshot'):
     p.add_companion(('--list',), '--generations', action='store_true',
                     help='with --list: list the data generations (what '
                     'each holds, why it is kept) instead of the snapshots')
-    p.add_companion(('--restore',), '--force', action='store_true',
+    p.add_companion(('--restore', '--destroy'), '--force',
+                    action='store_true',
                     help='with --restore, zfs: restore even when newer '
-                    'snapshots would be destroyed')
+                    'snapshots would be destroyed; with --destroy: destroy '
+                    'a snapshot a release still there is paired with')
     p.add_companion(('--restore', '--prune'), '--discard-writes',
                     action='store_true',
                     help='with --restore or --prune: restore or prune even '
@@ -415,7 +461,7 @@ def dispatch(args, options):
             if result.get('generation') else ''))
         return 0
     if args.destroy:
-        destroy(options, args.destroy)
+        destroy(options, args.destroy, force=args.force)
         print('destroyed snapshot %s' % args.destroy)
         return 0
     if args.verify:

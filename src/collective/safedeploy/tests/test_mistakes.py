@@ -346,7 +346,7 @@ COMMANDS = [
     ('snapshot --list and --prune', 'snapshot', ['--list', '--prune'],
      'not allowed with'),
     ('snapshot --force alone', 'snapshot', ['--force'],
-     '--force goes with --restore'),
+     '--force goes with --restore or --destroy'),
     ('snapshot --discard-writes alone', 'snapshot', ['--discard-writes'],
      '--discard-writes goes with --restore'),
     ('snapshot --backend unknown', 'snapshot', ['--backend', 'tar'],

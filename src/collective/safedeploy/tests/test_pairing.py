@@ -54,6 +54,15 @@ class TestPairing(ReleaseTestCase):
         listing = json.loads(support.run(
             [self.sample.path('bin', 'snapshot'), '--list', '--json']).output)
         self.assertIn('1.1', [row['name'] for row in listing])
+        # what bin/rollback 1.0 --with-data restores is not destroyed by
+        # mistake (bin/snapshot knows the releases from the recipe)
+        r = support.run([self.sample.path('bin', 'snapshot'), '--destroy',
+                         '1.1'])
+        self.assertEqual(r.returncode, 1, r)
+        self.assertEqual(len(r.lines), 1, r.output)
+        self.assertIn('snapshot 1.1 is paired with releases 1.0, 1.1, still '
+                      'in %s (bin/rollback 1.0 --with-data restores it)'
+                      % self.sample.path('releases'), r.output)
         commit(self.fs, self.blobs, n=3)            # 1.1 writes
         # without --with-data: code only, and it says which snapshot
         r = self.rollback('1.0')

@@ -218,6 +218,69 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         self.ok('--destroy', 's3')
         self.assertEqual(os.listdir(os.path.dirname(self.pool_file())), [])
 
+    def release(self, releases, tag):
+        """A complete release ``tag`` in ``releases`` (what bin/buildout
+        leaves there: its directory, its manifest, the journal entries)."""
+        from collective.safedeploy.core.store import RELEASE
+        from collective.safedeploy.core.store import Store
+        store = Store(releases, RELEASE)
+        with store.lock():
+            store.stage(tag)
+            store.complete(tag, dict(tag=tag))
+        return store
+
+    def flip_to(self, releases, previous, tag):
+        """What bin/buildout with ``snapshot-before-flip`` does when it
+        flips release ``tag`` in after ``previous``: a snapshot named after
+        ``tag``, paired with ``previous`` (it holds its data)."""
+        from collective.safedeploy.release import pairing
+        store = self.release(releases, tag)
+        taken = snapshot.take_for_release(self.options, tag)
+        pairing.record(releases, previous, 'snapshot-before-flip',
+                       snapshot=taken['name'], backend=taken['backend'],
+                       last_tid=taken['last_tid'],
+                       generation=taken['generation'])
+        pairing.record(releases, tag, 'publish', generation='1')
+        return store, taken['name']
+
+    def test_destroy_refuses_a_snapshot_paired_with_a_release(self):
+        releases = os.path.join(self.dir, 'releases')
+        self.options['releases'] = releases
+        self.release(releases, '2.7')
+        store, name = self.flip_to(releases, '2.7', '2.8')
+        self.assertEqual(name, '2.8')
+        self.ok('unpaired')
+        before = zs.hash_tree(self.data)
+        message = self.fails('--destroy', '2.8')
+        self.assertEqual(
+            message, 'snapshot: error: snapshot 2.8 is paired with releases '
+            '2.7, 2.8, still in %s (bin/rollback 2.7 --with-data restores '
+            'it); destroy it with --force if you mean it, or remove the '
+            'releases first' % releases)
+        self.assertEqual(zs.hash_tree(self.data), before)
+        self.assertEqual([r['name'] for r in self.listing()],
+                         ['2.8', 'unpaired'])
+        # a snapshot no release is paired with goes as before
+        self.assertEqual(self.ok('--destroy', 'unpaired'),
+                         'destroyed snapshot unpaired\n')
+        # the library refuses the same
+        from collective.safedeploy.core.errors import Refused
+        with self.assertRaises(Refused):
+            snapshot.destroy(self.options, '2.8')
+        # release 2.8 gone: 2.7 still restores it with --with-data
+        store.discard('2.8', 'removed by hand')
+        self.assertIn('paired with release 2.7, still in', self.fails(
+            '--destroy', '2.8'))
+        # with --force, it goes
+        self.assertEqual(self.ok('--destroy', '2.8', '--force'),
+                         'destroyed snapshot 2.8\n')
+        self.assertEqual(self.listing(), [])
+        # the snapshot of a release there is nothing paired with yet
+        self.release(releases, '3.0')
+        snapshot.take_for_release(self.options, '3.0')
+        self.assertIn('snapshot 3.0 is paired with release 3.0, still in',
+                      self.fails('--destroy', '3.0'))
+
     def test_a_damaged_snapshot_is_listed_and_refused(self):
         # a create does not wait for its copy to reach the disk: a power
         # cut just after it can leave the pool file short.  --list says

@@ -265,3 +265,117 @@ class ZfsKillTests(KillTests):
 
     test_kill_restore = None   # zfs rollback is one command; see above
     test_kill_append = None    # the pool is the copy backend's
+
+
+class ExportKillTests(unittest.TestCase):
+    """bin/snapshot --export NAME DIR killed while it writes: the staging
+    directory it leaves beside DIR is removed by the next export (to any
+    directory) or snapshot, and nothing else is."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix='safedeploy-kill-export-')
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.data = make_data_root(os.path.join(self.dir, 'var'),
+                                   transactions=5, blobs=50)
+        big_transactions(os.path.join(self.data, 'current', 'filestorage',
+                                      'Data.fs'),
+                         os.path.join(self.data, 'current', 'blobstorage'))
+        self.options = dict(data=self.data, backend='copy')
+        self.ok('s1')
+        self.out = os.path.join(self.dir, 'out')
+        os.mkdir(self.out)
+
+    def ok(self, *argv):
+        code, out, err = run_snapshot(*argv, **self.options)
+        self.assertEqual(code, 0, out + err)
+        return err
+
+    def kill_export(self, name):
+        """An export into out/NAME killed once it has begun to write the
+        Data.fs; the staging directory it left."""
+        target = os.path.join(self.out, name)
+        staging = os.path.join(self.out, '.%s.exporting' % name)
+        p = subprocess.Popen(
+            [sys.executable, '-c', SCRIPT, self.data, 'copy', '--export',
+             's1', target], env=dict(os.environ, PYTHONPATH=SRC),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while not any('Data.fs' in files for _, _, files in os.walk(staging)):
+            self.assertIsNone(p.poll(), 'the export ended before it was '
+                              'killed (make the database bigger)')
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.001)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        self.assertTrue(os.path.isdir(staging))
+        self.assertFalse(os.path.lexists(target))
+        return staging
+
+    def test_what_a_killed_export_leaves_is_removed_by_the_next_run(self):
+        # what is not ours, beside it, stays: a directory named like a
+        # staging one, and the leftover of an export by an earlier version
+        # (not recorded, not marked)
+        decoy = os.path.join(self.out, '.mine.exporting')
+        os.mkdir(decoy)
+        with open(os.path.join(decoy, 'Data.fs'), 'w') as f:
+            f.write('not ours')
+        left = self.kill_export('a')
+        # the next export, to another directory, removes it, says so, and
+        # works
+        err = self.ok('--export', 's1', os.path.join(self.out, 'b'))
+        self.assertFalse(os.path.lexists(left))
+        self.assertIn('removed %s, left by an export of snapshot s1 that '
+                      'was killed' % left, err)
+        self.assertEqual(sorted(os.listdir(self.out)), ['.mine.exporting',
+                                                        'b'])
+        # and its record: the data root is as an export that ended leaves it
+        self.assertFalse(os.path.lexists(os.path.join(
+            self.data, 'generations', '.exports')))
+        exported = zs.read_all(os.path.join(self.out, 'b', 'filestorage',
+                                            'Data.fs'),
+                               os.path.join(self.out, 'b', 'blobstorage'))
+        # the next snapshot removes one too; exporting to the killed
+        # export's DIR then works
+        left = self.kill_export('a')
+        self.ok('s2')
+        self.assertFalse(os.path.lexists(left))
+        self.ok('--export', 's1', os.path.join(self.out, 'a'))
+        self.assertEqual(zs.read_all(
+            os.path.join(self.out, 'a', 'filestorage', 'Data.fs'),
+            os.path.join(self.out, 'a', 'blobstorage')), exported)
+        self.assertEqual(sorted(os.listdir(self.out)), ['.mine.exporting',
+                                                        'a', 'b'])
+        with open(os.path.join(decoy, 'Data.fs')) as f:
+            self.assertEqual(f.read(), 'not ours')
+        # a staging directory nothing recorded is refused, not removed
+        os.rename(decoy, os.path.join(self.out, '.c.exporting'))
+        code, out, err = run_snapshot('--export', 's1', os.path.join(
+            self.out, 'c'), **self.options)
+        self.assertEqual(code, 1)
+        self.assertIn('.c.exporting exists and is not a staging directory '
+                      'of ours', err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertTrue(os.path.exists(os.path.join(
+            self.out, '.c.exporting', 'Data.fs')))
+        self.assertFalse(os.path.lexists(os.path.join(self.out, 'c')))
+
+
+def big_transactions(fs_path, blob_dir, n=10, size=4 << 20):
+    """``n`` transactions of ``size`` bytes each: a Data.fs an export takes
+    a while to copy and check."""
+    import transaction
+    import ZODB
+    from persistent.mapping import PersistentMapping
+    from ZODB.FileStorage import FileStorage
+    db = ZODB.DB(FileStorage(fs_path, blob_dir=blob_dir),
+                 large_record_size=2 * size)
+    try:
+        tm = transaction.TransactionManager()
+        conn = db.open(tm)
+        for i in range(n):
+            conn.root()['big%d' % i] = PersistentMapping(
+                data=os.urandom(size))
+            tm.commit()
+        conn.close()
+    finally:
+        db.close()

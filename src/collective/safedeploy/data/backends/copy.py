@@ -33,6 +33,7 @@ listed, restored and destroyed as before.
 import logging
 import os
 
+from .. import exports
 from .. import filestorage
 from ...core import fsutil
 from ...core.errors import NotFound
@@ -72,6 +73,7 @@ class CopyBackend(StoreBackend):
     def cleanup(self):
         super().cleanup()
         self.collect()
+        exports.remove_killed(self.root)
 
     def collect(self):
         """Drop pool bytes and blob links no kept snapshot references --
@@ -457,15 +459,11 @@ class CopyBackend(StoreBackend):
         with self.lock():
             info = self.info(name)
             self.refuse_damaged(name, info)
-            tmp = os.path.join(parent, '.%s.exporting' % os.path.basename(
-                directory))
-            if os.path.lexists(tmp):
-                fsutil.remove_tree(tmp)
-            try:
-                os.mkdir(tmp)
-            except OSError as e:
-                raise Refused('cannot write into %s (%s); name a directory '
-                              'you can write to' % (parent, e.strerror))
+            exports.remove_killed(self.root)
+            # recorded in the data root and marked before it is made: a
+            # killed export's staging is removed by the next run
+            staging = exports.Staging(self.root, name, directory)
+            tmp = staging.make()
             try:
                 if self.pooled(info):
                     self._write_out(info, self.store.path(name), tmp)
@@ -474,9 +472,9 @@ class CopyBackend(StoreBackend):
                                          os.path.join(tmp, entry['fs']))
                 else:
                     self._export_earlier(info, tmp)
-                os.rename(tmp, directory)
+                staging.finish()
             except BaseException:
-                fsutil.remove_tree(tmp)
+                staging.discard()
                 raise
             return directory
 
@@ -507,3 +505,4 @@ class CopyBackend(StoreBackend):
             self.info(name)
             self.store.discard(name, 'destroyed')
             self.collect()
+            exports.remove_killed(self.root)
