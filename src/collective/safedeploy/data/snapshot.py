@@ -173,6 +173,19 @@ def restore(options, name, force=False, discard_writes=False):
     return backend.restore(name, force=force, discard_writes=discard_writes)
 
 
+def check_restore(options, name, discard_writes=False):
+    """What :func:`restore` of snapshot ``name`` would refuse for want of
+    ``discard_writes``, refused the same way, changing nothing (the
+    ``--dry-run`` of ``bin/rollback --with-data``): the snapshot must be
+    there, and the transactions committed after it are counted.  Returns
+    that count (None on RelStorage: it checks when it restores)."""
+    if relstorage_options.is_relstorage(
+            relstorage_options.options_getter(options)):
+        return None
+    validate_name(name, 'snapshot name')
+    return backend_for(options).check_restore(name, discard_writes)
+
+
 def destroy(options, name, force=False):
     """Remove snapshot ``name``.  Refused (nothing changed) when a release
     still in the releases directory is paired with it -- the release it

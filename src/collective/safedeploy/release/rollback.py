@@ -111,12 +111,18 @@ class DataStep:
 
     def check(self):
         """What :meth:`run` refuses, refused the same way, changing
-        nothing (``--dry-run``): switching back to a data generation that
-        lacks writes of the current one, without ``discard_writes``.
-        Returns the words saying what the run would discard ('' for a
-        restore and on RelStorage: those check when they run)."""
-        if self.kind != 'switch-back' or \
-                self.options.get('storage') == 'relstorage':
+        nothing (``--dry-run``): a snapshot that is not there, or restoring
+        one or switching back to a data generation when that discards
+        writes, without ``discard_writes``.  Returns the words saying what
+        the run would discard ('' on RelStorage: it checks when it
+        runs)."""
+        if self.kind == 'restore':
+            from ..data import snapshot
+            writes = snapshot.check_restore(self.options, self.target,
+                                            self.discard_writes)
+            return ' (%d transaction(s) would be discarded, kept aside)' % (
+                writes) if writes else ''
+        if self.options.get('storage') == 'relstorage':
             return ''
         from ..evolve import switchback
         data = switchback.DataRoot(self.options['data'])

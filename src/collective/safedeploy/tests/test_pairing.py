@@ -76,11 +76,20 @@ class TestPairing(ReleaseTestCase):
                     sorted(os.listdir(self.sample.path('data',
                                                        'generations'))))
         before = data()
-        # restoring would discard 3 transactions: refused, nothing changed
+        # restoring would discard 3 transactions: refused, nothing changed;
+        # the dry run says the same
         r = self.rollback('1.0', '--with-data')
         self.assertEqual(r.returncode, 1, r)
         self.assertEqual(len(r.lines), 1, r.output)
-        self.assertIn('3', r.output)
+        self.assertIn('would discard 3 transaction(s)', r.output)
+        dry = self.rollback('1.0', '--with-data', '--dry-run')
+        self.assertEqual(dry.returncode, 1, dry)
+        self.assertEqual(len(dry.lines), 1, dry.output)
+        self.assertTrue(r.lines[0].startswith(dry.lines[0]), (dry, r))
+        dry = self.rollback('1.0', '--with-data', '--discard-writes', '-n')
+        self.assertEqual(dry.returncode, 0, dry)
+        self.assertIn('data would be restored from snapshot 1.1 (3 '
+                      'transaction(s) would be discarded', dry.output)
         self.assertEqual(support.current_tag(self.sample.directory), '1.1')
         self.assertEqual(before, data())
         # with consent: code and data back to 1.0's

@@ -106,6 +106,20 @@ class Backend:
                     entry.get('end'))
         return total
 
+    def check_restore(self, name, discard_writes=False):
+        """What :meth:`restore` refuses for want of ``discard_writes``,
+        refused the same way, changing nothing: returns the number of
+        transactions it would discard."""
+        count = self.discarded(self.info(name))
+        self.refuse_discarding(name, count, discard_writes,
+                               self.discards_kept_in())
+        return count
+
+    def discards_kept_in(self):
+        """Where a restore keeps what it discards: the data generation it
+        replaces."""
+        return 'data generation %s' % self.root.current_name()
+
     def refuse_discarding(self, name, count, discard_writes, keeper):
         if count and not discard_writes:
             raise Refused(

@@ -284,6 +284,9 @@ class ZfsBackend(Backend):
         finally:
             remove_mountpoint(mountpoint)
 
+    def discards_kept_in(self):
+        return 'a ZFS dataset of their own'
+
     def restore(self, name, force=False, discard_writes=False):
         with self.lock():
             self.check()
