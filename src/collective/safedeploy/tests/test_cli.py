@@ -141,6 +141,31 @@ class EveryParserTests(unittest.TestCase):
                         self.assertEqual(err, '')
         self.assertGreater(n, 40)
 
+    def test_help_without_the_database(self):
+        # ZODB is the site's dependency: pip-installed alone, every
+        # command still shows its help
+        for module, main, _, needed in COMMANDS:
+            with self.subTest(module=module, main=main):
+                p = startupsupport.without_database(module, main,
+                                                    needed + ['--help'])
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertTrue(p.stdout.startswith('usage: '), p.stdout)
+                self.assertEqual(p.stderr, '')
+
+    def test_a_command_that_needs_the_database_says_so(self):
+        work = tempfile.mkdtemp(prefix='safedeploy-cli-')
+        self.addCleanup(shutil.rmtree, work)
+        p = startupsupport.without_database(
+            'collective.safedeploy.evolve.command', 'main',
+            ['--rehearse', '--data', work, '--evolve', 'nosuch'])
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(p.stdout, '')
+        self.assertEqual(p.stderr.splitlines(), [
+            "evolve-copy: error: this command needs ZODB, which this Python "
+            "cannot import (No module named 'ZODB'); install "
+            "collective.safedeploy[zodb], or run the command the recipe "
+            "generated in the site's bin directory"])
+
     def test_help_is_only_an_option(self):
         from ..data import snapshot
         from ..release import rollback
