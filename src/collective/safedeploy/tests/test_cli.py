@@ -354,6 +354,28 @@ class RollbackOutputTests(ReleaseTestCase):
                 self.assertEqual(r.errors, '')
 
 
+class RollbackDiscardWritesTests(unittest.TestCase):
+    """``bin/rollback TAG --discard-writes`` without ``--with-data`` is the
+    switch back to older data going on over newer writes
+    (test_pairing.TestEvolvePairing): the flag is not a companion of
+    ``--with-data``, and the help says what it does without it."""
+
+    def test_the_help_says_what_it_does_without_with_data(self):
+        from ..release import rollback
+        code, out, err = call(rollback.main, ['--help'])
+        self.assertEqual(code, 0, err)
+        said = ' '.join(out.split())
+        self.assertIn(
+            '--discard-writes go on although the data step discards '
+            'transactions (they are kept aside): with --with-data, those '
+            'committed after the snapshot; without it, when TAG ran on an '
+            'older data generation that bin/rollback switches back to (the '
+            'recipe\'s evolve-copy option), those committed since '
+            'bin/evolve-copy switched away from it. A rollback that moves '
+            'no data has nothing to discard', said)
+        self.assertIn('usage: rollback', out)
+
+
 class EvolveCopyOutputTests(unittest.TestCase):
 
     def test_pruned_generations_are_said_once(self):
