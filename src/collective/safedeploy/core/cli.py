@@ -383,6 +383,11 @@ def print_table(rows, columns):
         print('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
+def count(n, thing):
+    """``n`` things: 1 snapshot, 3 snapshots."""
+    return '%d %s%s' % (n, thing, '' if n == 1 else 's')
+
+
 def human(n):
     """A size in bytes for people."""
     if n is None:

@@ -295,6 +295,21 @@ class ScriptTests(unittest.TestCase):
         for line in err:       # the steps: moved filestorage, blobstorage
             self.assertTrue(line.startswith('moved %s' % fresh), err)
 
+    def test_a_prune_with_nothing_to_prune_says_so(self):
+        before = self.state()
+        self.assertEqual(self.said('--prune'), ([
+            'nothing to prune: 1 snapshot, keep=10; 1 data generation, '
+            'keep-generations=3'], []))
+        self.assertEqual(self.state(), before)
+        self.said('s2')
+        self.said('s3')
+        self.assertEqual(self.said('--prune', '--keep', '0'), ([
+            'nothing to prune: 3 snapshots, keep=0 (all); 1 data '
+            'generation, keep-generations=3'], []))
+        self.assertEqual(self.said('--prune', '--keep', '2'),
+                         (['pruned snapshot s1'], []))
+        self.assertEqual(self.snapshots(), ['s2', 's3'])
+
     def test_an_interrupted_adopt_says_no_generation_is_current(self):
         """SIGINT while the adopt has moved the data into generations/1
         and not yet linked current (the process is stopped there, to
