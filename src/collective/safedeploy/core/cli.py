@@ -263,6 +263,14 @@ def _run(prog, function, *args, on_interrupt=None, **kw):
     except SafeDeployError as e:
         _say(prog, 'error: %s' % e)
         return e.exit_code
+    except ImportError as e:
+        if not database_missing(e):
+            raise
+        _say(prog, 'error: this command needs ZODB, which this Python cannot '
+                   'import (%s); install collective.safedeploy[zodb], or run '
+                   'the command the recipe generated in the site\'s bin '
+                   'directory' % e)
+        return 1
     except BrokenPipeError as e:
         if not reader_gone():
             return _os_error(prog, e)
@@ -282,6 +290,21 @@ def _run(prog, function, *args, on_interrupt=None, **kw):
                               else ''))
         return code
     return result or 0
+
+
+#: the database: the site's dependencies (collective.safedeploy[zodb]),
+#: imported by the commands that open it when they do, so that the others
+#: and every ``--help`` run without them
+DATABASE_PACKAGES = ('ZODB', 'ZEO', 'transaction', 'persistent', 'BTrees',
+                     'zc.beforestorage', 'ZConfig', 'zodbpickle')
+
+
+def database_missing(error):
+    """Whether the ImportError ``error`` is a database package that is not
+    installed (not a site's evolve package, nor a broken install)."""
+    name = getattr(error, 'name', None) or ''
+    return any(name == p or name.startswith(p + '.')
+               for p in DATABASE_PACKAGES)
 
 
 def _os_error(prog, e):
@@ -358,6 +381,11 @@ def print_table(rows, columns):
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     for r in cells:
         print('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def count(n, thing):
+    """``n`` things: 1 snapshot, 3 snapshots."""
+    return '%d %s%s' % (n, thing, '' if n == 1 else 's')
 
 
 def human(n):

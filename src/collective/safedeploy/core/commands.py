@@ -9,7 +9,12 @@ last thing it said.
 
 Command lines that come from the configuration are split with
 :func:`split` when the configuration is read, so a bad quote is refused
-before anything changes.
+before anything changes -- and so is shell syntax (``>> log``, ``|``,
+``&&``, ``$VARIABLE``, a backtick), which without a shell would be
+passed on as arguments and do nothing of what it says
+(:func:`shell_syntax`).  What a hook needs a shell for goes into a script
+the hook names; the environment variables it is given
+(``SAFEDEPLOY_DATA``, ``SAFEDEPLOY_TAG``, ...) are the script's to read.
 
 Processes that outlive the command that starts them (the ZEO server,
 evolve-copy's guard) and the one pipe between two commands (``zfs send |
@@ -18,6 +23,7 @@ zfs receive``) are started where they are managed
 evolve.guard`, :mod:`collective.safedeploy.data.backends.zfs`).
 """
 import logging
+import re
 import shlex
 import shutil
 
@@ -60,9 +66,57 @@ def split(command, where, protect=()):
         raise ConfigurationError(
             'invalid command in %s: %s (%s); balance the quotes' % (
                 where, command, e))
+    syntax = shell_syntax(command)
+    if syntax:
+        for holder, path in holders.items():
+            command = command.replace(holder, path)
+        raise ConfigurationError(
+            '%s: %r uses shell syntax (%s); commands run without a shell: '
+            'put it in a script and name the script (quote an argument '
+            'that holds such characters)' % (where, command, syntax))
     for holder, path in holders.items():
         args = [a.replace(holder, path) for a in args]
     return args
+
+
+#: a shell's operators: |, ||, &, &&, ;, >, >>, <, <<, 2>, 2>&1, >& ...
+OPERATOR = re.compile(r'\d*[|&;<>]+(?:(?<=&)[\d-]+)?')
+#: what a shell expands, but not within single quotes: $NAME, ${NAME},
+#: $(command); a backtick is read by itself
+EXPANSION = re.compile(r'\$(\{[^}]*\}?|\(|[A-Za-z_][A-Za-z0-9_]*)')
+
+
+def shell_syntax(command):
+    """The first piece of shell syntax in ``command``, or None: an operator
+    outside quotes, an expansion or a backtick outside single quotes.
+    Quotes and backslashes are read as a shell (and shlex) reads them:
+    ``'a > b'`` and ``\\>`` are arguments."""
+    quote = None
+    i = 0
+    while i < len(command):
+        c = command[i]
+        if quote == "'":
+            if c == "'":
+                quote = None
+        elif c == '\\':
+            i += 1                  # the next character is an argument's
+        elif c == quote:
+            quote = None
+        elif quote is None and c in '\'"':
+            quote = c
+        elif quote is None and (c in '|&;<>' or c.isdigit() and (
+                i == 0 or command[i - 1].isspace())):
+            operator = OPERATOR.match(command, i)   # 2> if a word's start
+            if operator:
+                return operator.group()
+        elif c == '`':
+            return c
+        elif c == '$':
+            expansion = EXPANSION.match(command, i)
+            if expansion:
+                return expansion.group()
+        i += 1
+    return None
 
 
 def describe(args):

@@ -145,9 +145,15 @@ def snapshot_command(args, options):
         if args.prune:
             keep = int(options.get('keep') or 10)
             protect = paired_generations(options.get('releases'))
-            for name in root.generations.prune(
-                    keep, protect=protect) if keep else []:
+            pruned = root.generations.prune(
+                keep, protect=protect) if keep else []
+            for name in pruned:
                 print('pruned data generation %s' % name)
+            if not pruned:
+                print('nothing to prune: %s, keep=%d%s' % (
+                    cli.count(len(root.generations.on_disk(strict=False)),
+                              'data generation'), keep,
+                    '' if keep else ' (all)'))
             return 0
         name = root.new_generation()
     m = root.generations.manifest(name)

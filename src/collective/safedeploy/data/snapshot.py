@@ -300,6 +300,22 @@ def pruned(names, backend):
                     backend.config.keep)
 
 
+def nothing_to_prune(backend):
+    """What bin/snapshot --prune says when it removed nothing: what there
+    is, and what is kept."""
+    config = backend.config
+    return 'nothing to prune: %s, %s; %s, %s' % (
+        cli.count(len(backend.snapshots()), 'snapshot'),
+        keep_setting('keep', config.keep),
+        cli.count(len(backend.root.generations.on_disk(strict=False)),
+                  'data generation'),
+        keep_setting('keep-generations', config.keep_generations))
+
+
+def keep_setting(option, value):
+    return '%s=%d%s' % (option, value, ' (all)' if not value else '')
+
+
 def generations_listing(options):
     config = options if isinstance(options, Config) else Config(**options)
     root = DataRoot(config.data, config.files)
@@ -490,10 +506,14 @@ def dispatch(args, options):
         return 0
     if args.prune:
         backend = backend_for(options)
-        for name in prune_snapshots(backend):
+        snapshots = prune_snapshots(backend)
+        for name in snapshots:
             print('pruned snapshot %s' % name)
-        for name in prune_generations(options, args.discard_writes):
+        generations = prune_generations(options, args.discard_writes)
+        for name in generations:
             print('pruned data generation %s' % name)
+        if not snapshots and not generations:
+            print(nothing_to_prune(backend))
         return 0
     if args.for_release:
         cli.print_json(take_for_release(options, args.for_release,

@@ -23,15 +23,16 @@ Every step is its own transaction, committed together with the version it
 reaches, and logged with its duration and the number of objects it wrote.
 A run killed at any moment therefore resumes at the first step not
 committed: running the same evolve again is all ``--resume`` does.
+
+``transaction`` and ``persistent`` are imported where a database is
+opened, not here: they are the site's dependencies, and the commands that
+import this module show their ``--help`` without them.
 """
 import importlib
 import logging
 import pkgutil
 import re
 import time
-
-import transaction
-from persistent.mapping import PersistentMapping
 
 from ..core.errors import ConfigurationError
 from ..core.errors import SafeDeployError
@@ -329,6 +330,7 @@ class FunctionRunner(Runner):
 def _set(root, registry, key, version):
     """``root[registry][key] = version``, the registry made when missing
     (a PersistentMapping, as both frameworks make it)."""
+    from persistent.mapping import PersistentMapping
     if registry not in root:
         root[registry] = PersistentMapping()
     mapping = root[registry]
@@ -385,6 +387,7 @@ def runner_for(spec, context_key=None, key=None):
 def evolve(db, spec, context_key=None, key=None, log=logger,
            stop_after=None):
     """Evolve the database ``db``; returns (runner, steps)."""
+    import transaction
     runner = runner_for(spec, context_key, key) if isinstance(
         spec, str) else spec
     tm = transaction.TransactionManager()
@@ -399,6 +402,7 @@ def evolve(db, spec, context_key=None, key=None, log=logger,
 
 def status(db, runner):
     """(version, target, reached, pending) of ``db`` for ``runner``."""
+    import transaction
     tm = transaction.TransactionManager()
     connection = db.open(transaction_manager=tm)
     try:

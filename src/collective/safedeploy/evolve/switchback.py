@@ -148,14 +148,16 @@ def switch_data_back(data, target, control=None, discard_writes=False,
     clients are stopped, their persistent caches dropped and started
     again around the server restart.
     """
+    # split first: a bad command is refused before anything is done
+    stop = commands.split(client_stop_command, 'client-stop-command')
+    start = commands.split(client_start_command, 'client-start-command')
     data = DataRoot(data) if isinstance(data, str) else data
     gens = data.generations
     with gens.lock('an evolve-copy or rollback of %s' % data.path):
         current = data.current()
         target = gens.resolve(target)
         writes = check_writes(data, current, target, discard_writes)
-        run_hook(commands.split(client_stop_command, 'client-stop-command'),
-                 'client-stop-command', SAFEDEPLOY_DATA=data.dir(target))
+        run_hook(stop, 'client-stop-command', SAFEDEPLOY_DATA=data.dir(target))
         drop_client_caches(client_caches)
         gens.journal.append('rolled-back', name=current, to=target,
                             discarded_writes=writes or 0)
@@ -163,8 +165,8 @@ def switch_data_back(data, target, control=None, discard_writes=False,
                   discarded_writes=writes or 0)
         if control is not None:
             control.thaw(data.dir(target))
-        run_hook(commands.split(client_start_command, 'client-start-command'),
-                 'client-start-command', SAFEDEPLOY_DATA=data.dir(target))
+        run_hook(start, 'client-start-command',
+                 SAFEDEPLOY_DATA=data.dir(target))
     return dict(previous=current, current=target, discarded=writes or 0)
 
 

@@ -43,6 +43,7 @@ import configparser
 import os
 
 from ..balancer import parse_spec
+from ..core import commands
 from ..core.errors import ConfigurationError
 from ..core.store import validate_name
 
@@ -59,6 +60,11 @@ REQUIRED = ('root', 'twin', 'balancer', 'servers', 'twin-servers', 'zeo',
             'twin-zeo')
 DATA_FROM = ('self', 'previous')
 RELEASE = ('previous', 'none')
+# command lines, checked when the file is read: a bad quote or shell
+# syntax is refused before anything is done
+COMMANDS = ('client-stop-command', 'client-start-command',
+            'twin-client-stop-command', 'twin-client-start-command',
+            'buildout', 'twin-buildout')
 
 
 class Stage:
@@ -202,6 +208,8 @@ def load(path):
             except ValueError:
                 raise ConfigurationError('%s: %s = a number of seconds' % (
                     where, key))
+        for key in COMMANDS:
+            commands.split(values.get(key), '%s %s' % (where, key))
         parse_spec(values['balancer'])
         both = set(values['servers'].split()) & set(
             values['twin-servers'].split())

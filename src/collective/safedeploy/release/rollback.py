@@ -1,7 +1,7 @@
 """bin/rollback: back to the previous good release, or to a named one;
 bin/flip: forward to a release built without a flip.
 
-usage: rollback [TAG] [--with-data [--discard-writes]] [--dry-run]
+usage: rollback [TAG] [--with-data] [--discard-writes] [--dry-run]
        rollback --list [--json]
        flip TAG [--dry-run]
 
@@ -16,7 +16,11 @@ holds the data as it was when TAG was left; with an evolve-copy part, a
 release that ran on an older data generation gets that generation back.
 The data step runs in this process, through the library, before the code
 flip; if the code flip or its health gate then fails, the data goes back
-too, and the last line says where code and data are.
+too, and the last line says where code and data are.  Either data step
+refuses to discard transactions committed since (after the snapshot, or
+on the newer generation) unless ``--discard-writes``: that is why the
+flag goes with a plain rollback too, not only with ``--with-data``; a
+rollback that moves no data has nothing to discard.
 """
 import logging
 import os
@@ -45,9 +49,15 @@ def parser(prog='rollback'):
                    help='also restore the data snapshot paired with the '
                         'release')
     p.add_argument('--discard-writes', action='store_true',
-                   help='allow discarding transactions committed after the '
-                        'snapshot (--with-data) or since bin/evolve-copy '
-                        'switched the data (they are kept aside)')
+                   help='go on although the data step discards '
+                        'transactions (they are kept aside): with '
+                        '--with-data, those committed after the snapshot; '
+                        'without it, when TAG ran on an older data '
+                        'generation that bin/rollback switches back to '
+                        '(the recipe\'s evolve-copy option), those '
+                        'committed since bin/evolve-copy switched away '
+                        'from it.  A rollback that moves no data has '
+                        'nothing to discard')
     return p
 
 

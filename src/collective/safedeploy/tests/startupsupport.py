@@ -13,6 +13,11 @@ not the editable install's import finder, which a site does not have.
 :func:`imported_modules` runs a command with ``-X importtime`` and returns
 every module it imported: what the start-up test checks and the start-up
 benchmark shows.
+
+:func:`without_database` calls a command's ``main`` in a Python that
+cannot import the database (ZODB is the site's dependency, not
+collective.safedeploy's: a ``pip install collective.safedeploy`` has
+none).
 """
 import os
 import subprocess
@@ -39,6 +44,25 @@ HEAVY_PACKAGES = (
     'email', 'ssl', 'subprocess', 'uuid', 'hashlib', 'socket', 'tempfile',
     'difflib')
 HEAVY_MODULES = ('urllib.request', 'zc.buildout', 'zc.recipe')
+
+#: what an environment without the ``zodb`` extra cannot import
+DATABASE_PACKAGES = ('ZODB', 'ZEO', 'transaction', 'persistent', 'BTrees',
+                     'zc.beforestorage', 'ZConfig', 'zodbpickle')
+
+#: ``python -c`` this, the packages above, a module, its main and the
+#: arguments: main(arguments) with every import of those packages failing
+#: as it does where they are not installed
+WITHOUT_DATABASE = """
+import importlib, sys
+blocked = sys.argv[1].split()
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + '.') for b in blocked):
+            raise ModuleNotFoundError('No module named %r' % name, name=name)
+sys.meta_path.insert(0, NotInstalled())
+main = getattr(importlib.import_module(sys.argv[2]), sys.argv[3])
+sys.exit(main(sys.argv[4:]))
+"""
 
 
 def heavy(modules):
@@ -86,6 +110,17 @@ def listing_site(work):
             extra_paths=[SRC, sysconfig.get_path('purelib')], arguments=kw,
             initialization=EARLY_SIGNALS)
     return scripts
+
+
+def without_database(module, main, argv, cwd=None):
+    """``module.main(argv)`` run in a Python that cannot import
+    :data:`DATABASE_PACKAGES`: the CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [SRC, sysconfig.get_path('purelib')]))
+    return subprocess.run(
+        [sys.executable, '-c', WITHOUT_DATABASE, ' '.join(DATABASE_PACKAGES),
+         module, main] + list(argv), env=env, cwd=cwd, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
 
 
 def imported_modules(args, env=None):

@@ -141,6 +141,31 @@ class EveryParserTests(unittest.TestCase):
                         self.assertEqual(err, '')
         self.assertGreater(n, 40)
 
+    def test_help_without_the_database(self):
+        # ZODB is the site's dependency: pip-installed alone, every
+        # command still shows its help
+        for module, main, _, needed in COMMANDS:
+            with self.subTest(module=module, main=main):
+                p = startupsupport.without_database(module, main,
+                                                    needed + ['--help'])
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertTrue(p.stdout.startswith('usage: '), p.stdout)
+                self.assertEqual(p.stderr, '')
+
+    def test_a_command_that_needs_the_database_says_so(self):
+        work = tempfile.mkdtemp(prefix='safedeploy-cli-')
+        self.addCleanup(shutil.rmtree, work)
+        p = startupsupport.without_database(
+            'collective.safedeploy.evolve.command', 'main',
+            ['--rehearse', '--data', work, '--evolve', 'nosuch'])
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(p.stdout, '')
+        self.assertEqual(p.stderr.splitlines(), [
+            "evolve-copy: error: this command needs ZODB, which this Python "
+            "cannot import (No module named 'ZODB'); install "
+            "collective.safedeploy[zodb], or run the command the recipe "
+            "generated in the site's bin directory"])
+
     def test_help_is_only_an_option(self):
         from ..data import snapshot
         from ..release import rollback
@@ -270,6 +295,21 @@ class ScriptTests(unittest.TestCase):
         for line in err:       # the steps: moved filestorage, blobstorage
             self.assertTrue(line.startswith('moved %s' % fresh), err)
 
+    def test_a_prune_with_nothing_to_prune_says_so(self):
+        before = self.state()
+        self.assertEqual(self.said('--prune'), ([
+            'nothing to prune: 1 snapshot, keep=10; 1 data generation, '
+            'keep-generations=3'], []))
+        self.assertEqual(self.state(), before)
+        self.said('s2')
+        self.said('s3')
+        self.assertEqual(self.said('--prune', '--keep', '0'), ([
+            'nothing to prune: 3 snapshots, keep=0 (all); 1 data '
+            'generation, keep-generations=3'], []))
+        self.assertEqual(self.said('--prune', '--keep', '2'),
+                         (['pruned snapshot s1'], []))
+        self.assertEqual(self.snapshots(), ['s2', 's3'])
+
     def test_an_interrupted_adopt_says_no_generation_is_current(self):
         """SIGINT while the adopt has moved the data into generations/1
         and not yet linked current (the process is stopped there, to
@@ -327,6 +367,28 @@ class RollbackOutputTests(ReleaseTestCase):
                 self.assertEqual(r.returncode, 0, r)
                 self.assertEqual(r.output.splitlines(), [said])
                 self.assertEqual(r.errors, '')
+
+
+class RollbackDiscardWritesTests(unittest.TestCase):
+    """``bin/rollback TAG --discard-writes`` without ``--with-data`` is the
+    switch back to older data going on over newer writes
+    (test_pairing.TestEvolvePairing): the flag is not a companion of
+    ``--with-data``, and the help says what it does without it."""
+
+    def test_the_help_says_what_it_does_without_with_data(self):
+        from ..release import rollback
+        code, out, err = call(rollback.main, ['--help'])
+        self.assertEqual(code, 0, err)
+        said = ' '.join(out.split())
+        self.assertIn(
+            '--discard-writes go on although the data step discards '
+            'transactions (they are kept aside): with --with-data, those '
+            'committed after the snapshot; without it, when TAG ran on an '
+            'older data generation that bin/rollback switches back to (the '
+            'recipe\'s evolve-copy option), those committed since '
+            'bin/evolve-copy switched away from it. A rollback that moves '
+            'no data has nothing to discard', said)
+        self.assertIn('usage: rollback', out)
 
 
 class EvolveCopyOutputTests(unittest.TestCase):

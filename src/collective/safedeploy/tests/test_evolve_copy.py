@@ -203,6 +203,51 @@ class ProcedureTests(EvolveCopyTestCase):
                 'freeze ' + self.data.dir('1'),
                 'thaw ' + self.data.dir('2')])
 
+    def test_freeze_and_thaw_commands_run_without_a_shell(self):
+        # shell syntax would be passed on as arguments: refused before
+        # anything is frozen or copied; quoted, it is an argument
+        self.server.stop()
+        log = os.path.join(self.dir, 'commands.log')
+        script = os.path.join(self.dir, 'record.py')
+        with open(script, 'w') as f:
+            f.write('import sys\n'
+                    'with open(%r, "a") as f:\n'
+                    '    f.write(sys.argv[1] + "\\n")\n' % log)
+        record = '%s %s' % (sys.executable, script)
+
+        def evolve_copy(freeze, thaw):
+            return subprocess.run(
+                [sys.executable, '-m', 'collective.safedeploy.evolve.command',
+                 '--data', self.data.path, '--evolve', EXAMPLE,
+                 '--evolve-context', 'site', '--freeze-command', freeze,
+                 '--thaw-command', thaw], stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+        for freeze, thaw, said in (
+                ('echo FREEZE >> %s' % log, record + ' thaw',
+                 "evolve-copy: error: freeze-command: 'echo FREEZE >> %s' "
+                 "uses shell syntax (>>); commands run without a shell: put "
+                 "it in a script and name the script (quote an argument "
+                 "that holds such characters)" % log),
+                (record + ' freeze', record + ' {data} $SAFEDEPLOY_DATA',
+                 "evolve-copy: error: thaw-command: '%s {data} "
+                 "$SAFEDEPLOY_DATA' uses shell syntax ($SAFEDEPLOY_DATA); "
+                 "commands run without a shell: put it in a script and name "
+                 "the script (quote an argument that holds such "
+                 "characters)" % record)):
+            with self.subTest(freeze=freeze, thaw=thaw):
+                p = evolve_copy(freeze, thaw)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertEqual(p.stdout, '')
+                self.assertEqual(p.stderr.splitlines(), [said])
+                self.assertFalse(os.path.exists(log))
+                self.assertEqual(self.data.generations.on_disk(), ['1'])
+        p = evolve_copy(record + " 'freeze >> $HOME'",
+                        record + ' "thaw {data}; a | b"')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(log) as f:
+            self.assertEqual(f.read().splitlines(), [
+                'freeze >> $HOME', 'thaw %s; a | b' % self.data.dir('2')])
+
     def test_without_a_way_to_freeze(self):
         p = subprocess.run(
             [sys.executable, '-m', 'collective.safedeploy.evolve.command',

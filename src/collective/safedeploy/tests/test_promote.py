@@ -372,6 +372,11 @@ class StagesFileTests(unittest.TestCase):
                 ('colour = red\n', 'unknown option colour'),
                 ('data-from = elsewhere\n', 'use self or previous'),
                 ('pack = maybe\n', 'pack = true or false'),
+                ('client-stop-command = stop main1 && stop main2\n',
+                 r'\[stage:beta\] client-stop-command: .* uses shell '
+                 r'syntax \(&&\); commands run without a shell'),
+                ('twin-client-start-command = start > log\n',
+                 r'twin-client-start-command: .* \(>\)'),
                 ('[stage:gamma]\n', 'not in \\[stages\\] order')]:
             with open(path, 'w') as f:
                 f.write(base + extra)

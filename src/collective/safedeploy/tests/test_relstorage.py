@@ -240,7 +240,14 @@ class RelStorageTests(unittest.TestCase):
             listed = json.loads(out.getvalue()[start:])
             self.assertEqual([r['database'] for r in listed],
                              ['gens_g1', 'gens', 'gens_g3', 'gens_g4'])
+            start = out.tell()
             self.assertEqual(snapshot.main(['--prune'], **options), 0)
+            self.assertEqual(out.getvalue()[start:],
+                             'pruned data generation 3\n')
+            start = out.tell()
+            self.assertEqual(snapshot.main(['--prune'], **options), 0)
+            self.assertEqual(out.getvalue()[start:], 'nothing to prune: 3 '
+                             'data generations, keep=3\n')
             self.assertEqual(snapshot.main(['mysnap'], **options), 1)
         self.assertIn('snapshots are data generations named by number',
                       out.getvalue())
