@@ -96,6 +96,28 @@ def hash_range(fd, start, end):
     return digest.hexdigest()
 
 
+class PoolDamage(filestorage.VerificationFailed):
+    """What reading a pool file whole found wrong (the message), and
+    where: a recorded byte range (``chain``: start, end, sha256) of pool
+    file ``pool`` of ``fs`` not what it recorded, or the blob file of
+    transaction ``tid`` (an int) missing from it."""
+
+    def __init__(self, message, fs, pool, chain=None, tid=None):
+        super().__init__(message)
+        self.fs, self.pool, self.chain, self.tid = fs, pool, chain, tid
+
+    def shared_by(self, entry):
+        """True when the snapshot entry ``entry`` holds the damaged place
+        too: its recorded prefix of the same pool file has the range (or
+        the transaction).  Its bytes are the same bytes."""
+        if (entry.get('fs'), entry.get('pool')) != (self.fs, self.pool):
+            return False
+        if self.chain is not None:
+            return list(self.chain) in [list(r) for r in
+                                        entry.get('chain', [])]
+        return tid_int(entry.get('last_tid')) >= self.tid
+
+
 class Pool:
     """The pool of one data root's copy snapshots."""
 
@@ -516,14 +538,16 @@ class Pool:
 
     def check_chain(self, fs_path, entry):
         """Hash the ranges of ``fs_path`` (a copy of the snapshot's prefix,
-        or its pool file) against the checksums ``entry`` recorded."""
+        or its pool file) against the checksums ``entry`` recorded; raises
+        :class:`PoolDamage` naming the first range that differs."""
         fd = os.open(fs_path, os.O_RDONLY)
         try:
             for start, end, digest in entry.get('chain', []):
                 if hash_range(fd, start, end) != digest:
-                    raise filestorage.VerificationFailed(
+                    raise PoolDamage(
                         'bytes %d to %d of its %s are not what it recorded'
-                        % (start, end, entry['fs']))
+                        % (start, end, entry['fs']), entry['fs'],
+                        entry['pool'], chain=[start, end, digest])
         finally:
             os.close(fd)
 
@@ -543,7 +567,7 @@ class Pool:
     def check_blob_records(self, entry):
         """Every blob file the transactions of ``entry`` reference is in
         the pool (its transactions read with ZODB's record iterator):
-        (transactions, blobs) checked; raises VerificationFailed."""
+        (transactions, blobs) checked; raises :class:`PoolDamage`."""
         from ZODB.blob import FilesystemHelper
         from ..verify import blob_records
         flat = self.blobs_path(entry['fs'], entry['pool'])
@@ -565,10 +589,11 @@ class Pool:
             name = helper.getBlobFilename(oid, tid)[len(helper.base_dir):]
             if not os.path.exists(os.path.join(
                     flat, name.replace(os.sep, SEP))):
-                raise filestorage.VerificationFailed(
+                raise PoolDamage(
                     'the blob of object 0x%s, transaction %s, is missing '
                     'from %s' % (oid.hex().lstrip('0') or '0',
-                                 filestorage.tid_hex(tid), flat))
+                                 filestorage.tid_hex(tid), flat),
+                    entry['fs'], entry['pool'], tid=tid_int(tid.hex()))
         return transactions, blobs
 
     def blob_names(self, entry):
