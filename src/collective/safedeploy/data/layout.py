@@ -259,7 +259,9 @@ class DataRoot:
         return files
 
     @staticmethod
-    def _copy_other(source, target, rel):
+    def check_other(source, rel):
+        """The configured other path ``rel`` is there in ``source``, and is
+        not a blob directory (it would be copied as a plain one)."""
         src = os.path.join(source, rel)
         if not os.path.lexists(src):
             raise NotFound('%s does not exist; remove it from the "files" '
@@ -270,6 +272,11 @@ class DataRoot:
                 'files: %s is a blob directory (it has a %s file); name it '
                 'on the line of its Data.fs, e.g. "filestorage/Data.fs %s"'
                 % (rel, fscopy.LAYOUT, rel))
+        return src
+
+    @classmethod
+    def _copy_other(cls, source, target, rel):
+        src = cls.check_other(source, rel)
         dst = os.path.join(target, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if os.path.isdir(src) and not os.path.islink(src):

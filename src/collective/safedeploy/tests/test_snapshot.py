@@ -33,7 +33,11 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
                 os.path.join(target, 'blobstorage'))
 
     def pool_file(self, number=1):
-        return os.path.join(self.data, 'snapshots', '.pool',
+        return self.pool_file_of(self.data, number)
+
+    @staticmethod
+    def pool_file_of(data, number=1):
+        return os.path.join(data, 'snapshots', '.pool',
                             'filestorage%Data.fs', '%d.fs' % number)
 
     def entry(self, name):
@@ -376,6 +380,64 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         self.ok('s1')
         self.assertEqual([(r['name'], r['state']) for r in self.listing()],
                          [('s2', 'ok'), ('s1', 'ok')])
+
+    def test_files_without_the_blob_directory_of_records_with_blobs(self):
+        # files names the Data.fs alone; its records reference blobs: a
+        # snapshot would hold none of them, and a restore lose them all
+        self.options['files'] = 'filestorage/Data.fs'
+        error = self.fails('s1')
+        self.assertRegex(error, r'files: the records of filestorage/Data.fs '
+                         r'reference blobs \(object 0x[0-9a-f]+, transaction '
+                         r'[0-9a-f]{16}\) but no blob directory is '
+                         r'configured: add blobstorage to files '
+                         r'\("filestorage/Data.fs blobstorage" on one line\)$')
+        self.assertEqual(self.listing(), [])
+        self.assertEqual(os.listdir(os.path.dirname(self.pool_file())), [])
+        # a snapshot taken so before this was refused: --verify reads
+        # every record, finds the blob references it has no blob files
+        # for; listed as damaged, refused
+        from unittest import mock
+        with mock.patch('collective.safedeploy.data.verify.check_no_blobs',
+                        return_value=0):
+            snapshot.create(self.options, 'old')
+        self.assertEqual([r['state'] for r in self.listing()], ['ok'])
+        error = self.fails('--verify', 'old')
+        self.assertIn('snapshot old is damaged: the records of its '
+                      'filestorage/Data.fs reference blobs (object 0x', error)
+        self.assertIn('but it holds no blob files', error)
+        self.assertEqual([r['state'] for r in self.listing()], ['damaged'])
+        self.assertIn('failed verification', self.fails(
+            '--restore', 'old', '--discard-writes'))
+        # blobstorage added to files: the next snapshot does not build on
+        # the pool file that has none of the blobs; it holds them all
+        del self.options['files']
+        state = zs.read_all(self.current_fs(), self.current_blobs())
+        self.ok('new')
+        self.assertEqual((self.entry('new')['pool'],
+                          self.entry('new')['start']), (2, 0))
+        self.assertEqual(zs.read_all(*self.snapshot_files('new')), state)
+        self.ok('--verify', 'new')
+
+    def test_verify_reads_every_transaction_without_a_blob_directory(self):
+        data = make_data_root(os.path.join(self.dir, 'noblobs'), blobs=0)
+        self.options = dict(data=data, backend='copy',
+                            files='filestorage/Data.fs')
+        fs = os.path.join(data, 'current', 'filestorage', 'Data.fs')
+        self.ok('s1')
+        self.assertIn('%d transactions, 0 blob files' % len(
+            zs.transaction_ids(fs)), self.ok('--verify', 's1'))
+        zs.commit(fs, None, n=2, blob=False)
+        self.ok('s2')
+        self.assertEqual(self.entry('s2')['checked_transactions'], 2)
+        self.assertIn('%d transactions, 0 blob files' % len(
+            zs.transaction_ids(fs)), self.ok('--verify', 's2'))
+        # a blob committed after all: refused, the pool as it was
+        end = os.path.getsize(self.pool_file_of(data))
+        zs.commit(fs, os.path.join(data, 'current', 'blobstorage'), n=1)
+        self.assertIn('but no blob directory is configured',
+                      self.fails('s3'))
+        self.assertEqual(os.path.getsize(self.pool_file_of(data)), end)
+        self.assertEqual([r['name'] for r in self.listing()], ['s1', 's2'])
 
     def test_a_failed_create_leaves_the_pool_as_it_was(self):
         self.ok('s1')

@@ -35,6 +35,7 @@ import os
 
 from .. import filestorage
 from ...core import fsutil
+from ...core.errors import ConfigurationError
 from ...core.errors import NotFound
 from ...core.errors import Refused
 from ...core.store import SNAPSHOT
@@ -95,6 +96,11 @@ class CopyBackend(StoreBackend):
             manifests = self.manifests()
 
             def fill(path, generation):
+                # a blob directory configured as another path is what to
+                # fix first (its Data.fs's blob records are refused next)
+                for s in self.root.storages:
+                    if s.other:
+                        self.root.check_other(source, s.other)
                 storages = []
                 for s in self.root.storages:
                     if s.fs:
@@ -129,7 +135,10 @@ class CopyBackend(StoreBackend):
         src_fs = os.path.join(source, s.fs)
         previous = self.pool.latest(s.fs, manifests)
         taken = None
-        if previous is not None:
+        if previous is not None and previous.get('blobs') == s.blobs:
+            # (a pool file taken with another blob directory, or none,
+            # has not linked what its transactions reference: a snapshot
+            # with this one reads them all in a new pool file)
             taken = self.pool.append(src_fs, previous, durable)
         if taken is None:
             taken = self.pool.start_new(src_fs, s.fs, durable)
@@ -179,10 +188,20 @@ class CopyBackend(StoreBackend):
             elif total is None:     # built on a snapshot of an earlier
                 total = len(self.pool.blob_names(entry)[1])   # version
             entry['blobs_total'] = total
-        elif start:
-            from ..verify import blob_records
-            transactions = sum(1 for oid, _ in blob_records(
-                pool_fs, start, pos.last_tid) if oid is None)
+        else:
+            # no blob directory configured: the delta's transactions (all
+            # of them in a new pool file) may reference no blob, or the
+            # snapshot would hold none of them
+            try:
+                transactions = fsverify.check_no_blobs(
+                    pool_fs, max(start, 4), pos.last_tid)
+            except fsverify.BlobsWithoutDirectory as e:
+                raise ConfigurationError(
+                    'files: the records of %s reference blobs (object 0x%s, '
+                    'transaction %s) but no blob directory is configured: '
+                    'add blobstorage to files ("%s blobstorage" on one '
+                    'line)' % (s.fs, fsverify.oid_hex(e.oid),
+                               filestorage.tid_hex(e.tid), s.fs))
         fd = os.open(pool_fs, os.O_RDONLY)
         try:
             from .pool import hash_range
@@ -364,22 +383,21 @@ class CopyBackend(StoreBackend):
             if entry.get('pool') is not None:
                 fs = self.pool.fs_path(entry['fs'], entry['pool'])
                 self.pool.check_chain(fs, entry)
-                check = self.pool.check_blob_records if \
-                    entry.get('blobs') else None
+                # every transaction read, every blob reference checked
+                transactions, blobs = self.pool.check_blob_records(entry)
                 end = entry['end']
             else:     # a snapshot of an earlier version: its own files
                 fs = os.path.join(path, entry['fs'])
                 fsverify.verify(fs, None)
-                check = None
                 end = os.path.getsize(fs)
                 if entry.get('blobs'):
-                    result['transactions'], result['blobs'], _ = \
-                        fsverify.check_blobs(fs, os.path.join(
-                            path, entry['blobs']))
-            if check is not None:
-                transactions, blobs = check(entry)
-                result['transactions'] += transactions
-                result['blobs'] += blobs
+                    transactions, blobs, _ = fsverify.check_blobs(
+                        fs, os.path.join(path, entry['blobs']))
+                else:
+                    transactions = fsverify.check_no_blobs(fs)
+                    blobs = 0
+            result['transactions'] += transactions
+            result['blobs'] += blobs
             result['bytes'] += end
         return result
 

@@ -565,11 +565,29 @@ class Pool:
         return None
 
     def check_blob_records(self, entry):
-        """Every blob file the transactions of ``entry`` reference is in
-        the pool (its transactions read with ZODB's record iterator):
-        (transactions, blobs) checked; raises :class:`PoolDamage`."""
+        """Read the transactions of ``entry`` with ZODB's record iterator:
+        every blob file they reference is in the pool -- and, when the
+        snapshot has no blob directory, they reference none (it holds no
+        blob files).  (transactions, blobs) checked; raises
+        :class:`PoolDamage`."""
         from ZODB.blob import FilesystemHelper
+        from ..verify import BlobsWithoutDirectory
         from ..verify import blob_records
+        from ..verify import check_no_blobs
+        from ..verify import oid_hex
+        pool_fs = self.fs_path(entry['fs'], entry['pool'])
+        last = filestorage.tid_bytes(entry['last_tid'])
+        if not entry.get('blobs'):
+            try:
+                return check_no_blobs(pool_fs, 4, last), 0
+            except BlobsWithoutDirectory as e:
+                raise PoolDamage(
+                    'the records of its %s reference blobs (object 0x%s, '
+                    'transaction %s) but it holds no blob files (taken '
+                    'without a blob directory in files): a restore of it '
+                    'loses them' % (entry['fs'], oid_hex(e.oid),
+                                    filestorage.tid_hex(e.tid)),
+                    entry['fs'], entry['pool'], tid=tid_int(e.tid.hex()))
         flat = self.blobs_path(entry['fs'], entry['pool'])
         try:
             with open(os.path.join(flat, fscopy.LAYOUT)) as f:
@@ -579,9 +597,7 @@ class Pool:
         # names only: a helper on the flat directory makes no directory
         helper = FilesystemHelper(flat, layout_name=layout)
         transactions = blobs = 0
-        for oid, tid in blob_records(self.fs_path(entry['fs'], entry['pool']),
-                                     4, filestorage.tid_bytes(
-                                         entry['last_tid'])):
+        for oid, tid in blob_records(pool_fs, 4, last):
             if oid is None:
                 transactions += 1
                 continue
@@ -591,8 +607,8 @@ class Pool:
                     flat, name.replace(os.sep, SEP))):
                 raise PoolDamage(
                     'the blob of object 0x%s, transaction %s, is missing '
-                    'from %s' % (oid.hex().lstrip('0') or '0',
-                                 filestorage.tid_hex(tid), flat),
+                    'from %s' % (oid_hex(oid), filestorage.tid_hex(tid),
+                                 flat),
                     entry['fs'], entry['pool'], tid=tid_int(tid.hex()))
         return transactions, blobs
 
