@@ -605,6 +605,29 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         self.assertIn('--restore NAME', p.stdout)
 
 
+class FilesOptionTests(unittest.TestCase):
+
+    def test_each_refusal_names_the_option_once(self):
+        from collective.safedeploy.core.errors import ConfigurationError
+        for files, message in (
+                ('../../../../etc', "'../../../../etc' must be a path "
+                 "relative to a generation"),
+                ('/etc/passwd', "'/etc/passwd' must be a path relative"),
+                ('a.fs b c', "'a.fs b c' has more than a Data.fs"),
+                ('filestorage/Data.fs\nblobstorage',
+                 "'blobstorage' looks like the blob directory")):
+            with self.subTest(files=files):
+                with self.assertRaises(ConfigurationError) as caught:
+                    snapshot.Config(data='/srv/site/var', files=files)
+                self.assertTrue(str(caught.exception).startswith(
+                    '[snapshot] files: ' + message), caught.exception)
+                code, out, err = run_snapshot(data='/srv/site/var',
+                                              files=files)
+                self.assertEqual(code, 1, out + err)
+                self.assertEqual(err.count('files:'), 1, err)
+                self.assertEqual(len(err.splitlines()), 1, err)
+
+
 class AdoptTests(unittest.TestCase):
 
     def setUp(self):
