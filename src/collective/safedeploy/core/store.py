@@ -76,11 +76,16 @@ GOOD = (BUILT, PUBLISHED, ROLLED_BACK)
 #   rolled-back  NAME was left by a rollback (to: where current went)
 #   bad          NAME failed its health check
 #   pruned       NAME was removed (reason)
+#   verified     NAME was read whole and is what it recorded (a snapshot)
+#   verify-failed  NAME was read whole and is not (problem; found_by: the
+#                snapshot whose reading found it, when another one)
 STATE_OF_EVENT = {
     'started': BUILDING, 'failed': FAILED_STATE, 'built': BUILT,
     'published': PUBLISHED, 'checked': PUBLISHED,
     'rolled-back': ROLLED_BACK, 'bad': BAD, 'pruned': PRUNED,
 }
+
+VERDICTS = ('verified', 'verify-failed')
 
 # A store without a current link (snapshots, package indexes).
 NO_CURRENT = None
@@ -586,6 +591,21 @@ class Store:
                     names.remove(entry['name'])
                 names.append(entry['name'])
         return names
+
+    def verdicts(self, strict=True):
+        """{name: its last ``verified`` or ``verify-failed`` entry}: what
+        the last complete reading of each found, since its making last
+        started (a name made again has no verdict yet)."""
+        verdicts = {}
+        for entry in self.journal.entries(strict):
+            name = entry.get('name')
+            if not name:
+                continue
+            if entry['event'] in VERDICTS:
+                verdicts[name] = entry
+            elif entry['event'] == 'started':
+                verdicts.pop(name, None)
+        return verdicts
 
     def history(self, strict=True):
         """One dict per generation on disk or in the journal, in the order

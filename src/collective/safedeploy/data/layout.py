@@ -61,8 +61,9 @@ class Storage:
         return '<Storage %s>' % ' '.join(self.paths)
 
 
-def parse_files(text):
-    """``files`` option text (or a list of lines) -> list of Storage."""
+def parse_files(text, where='files'):
+    """``files`` option text (or a list of lines) -> list of Storage;
+    ``where`` names the option in the messages (``[snapshot] files``)."""
     if text is None:
         text = DEFAULT_FILES
     lines = text.splitlines() if isinstance(text, str) else list(text)
@@ -76,27 +77,28 @@ def parse_files(text):
             # "filestorage/Data.fs" and "blobstorage" on lines of their
             # own: the blobs would be copied as a plain directory
             raise ConfigurationError(
-                'files: %r looks like the blob directory of %s; name them '
+                '%s: %r looks like the blob directory of %s; name them '
                 'on one line: "%s %s" (or the other path on a line after '
-                'another entry)' % (words[0], result[-1].fs, result[-1].fs,
-                                    words[0]))
+                'another entry)' % (where, words[0], result[-1].fs,
+                                    result[-1].fs, words[0]))
         for w in words:
             if os.path.isabs(w) or '..' in w.split('/') or w in ('.', ''):
                 raise ConfigurationError(
-                    'files: %r must be a path relative to a generation '
-                    '(e.g. filestorage/Data.fs)' % w)
+                    '%s: %r must be a path relative to a generation '
+                    '(e.g. filestorage/Data.fs)' % (where, w))
         if words[0].endswith('.fs'):
             if len(words) > 2:
                 raise ConfigurationError(
-                    'files: %r has more than a Data.fs and its blob '
-                    'directory; put one entry on each line' % line.strip())
+                    '%s: %r has more than a Data.fs and its blob '
+                    'directory; put one entry on each line' % (
+                        where, line.strip()))
             result.append(Storage(fs=words[0],
                                   blobs=words[1] if len(words) > 1 else None))
         else:
             result.extend(Storage(other=w) for w in words)
     if not result:
-        raise ConfigurationError('files is empty; name at least the '
-                                 'Data.fs, e.g. "%s"' % DEFAULT_FILES)
+        raise ConfigurationError('%s is empty; name at least the '
+                                 'Data.fs, e.g. "%s"' % (where, DEFAULT_FILES))
     return result
 
 
@@ -259,7 +261,9 @@ class DataRoot:
         return files
 
     @staticmethod
-    def _copy_other(source, target, rel):
+    def check_other(source, rel):
+        """The configured other path ``rel`` is there in ``source``, and is
+        not a blob directory (it would be copied as a plain one)."""
         src = os.path.join(source, rel)
         if not os.path.lexists(src):
             raise NotFound('%s does not exist; remove it from the "files" '
@@ -270,6 +274,11 @@ class DataRoot:
                 'files: %s is a blob directory (it has a %s file); name it '
                 'on the line of its Data.fs, e.g. "filestorage/Data.fs %s"'
                 % (rel, fscopy.LAYOUT, rel))
+        return src
+
+    @classmethod
+    def _copy_other(cls, source, target, rel):
+        src = cls.check_other(source, rel)
         dst = os.path.join(target, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if os.path.isdir(src) and not os.path.islink(src):

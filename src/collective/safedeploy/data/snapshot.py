@@ -54,10 +54,7 @@ DEFAULT_KEEP = 10
 def _files(raw, where):
     from .layout import parse_files
     text = (raw or '').strip() or DEFAULT_FILES
-    try:
-        parse_files(text)
-    except ConfigurationError as e:
-        raise ConfigurationError('%s: %s' % (where, e))
+    parse_files(text, where)    # its messages name the option (where)
     return text
 
 

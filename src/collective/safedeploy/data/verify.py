@@ -4,7 +4,9 @@
 transaction; :func:`check_blobs` walks the transactions after a position
 with ZODB's own iterator and checks that every blob they reference is in
 the blob directory (what a copy, a catch-up and a snapshot need checked:
-the transactions since the last time, not the whole database again).
+the transactions since the last time, not the whole database again);
+:func:`check_no_blobs` reads them when no blob directory goes with the
+Data.fs: they may reference none.
 """
 import os
 
@@ -114,6 +116,36 @@ def blob_records(fs_path, start, last=None):
             yield None, None
     finally:
         it.close()
+
+
+class BlobsWithoutDirectory(VerificationFailed):
+    """A transaction references a blob, but no blob directory goes with
+    the Data.fs: ``oid``, ``tid`` of the first blob record."""
+
+    def __init__(self, fs_path, oid, tid):
+        self.oid, self.tid = oid, tid
+        super().__init__(
+            'the records of %s reference blobs (object 0x%s, transaction '
+            '%s) but no blob directory goes with it' % (
+                fs_path, oid_hex(oid), tid_hex(tid)))
+
+
+def oid_hex(oid):
+    return oid.hex().lstrip('0') or '0'
+
+
+def check_no_blobs(fs_path, start=4, last=None):
+    """Read the transactions of ``fs_path`` from byte ``start`` on (up to
+    ``last``) with ZODB's record iterator, when no blob directory goes
+    with it: none may reference a blob (a copy would hold none of them).
+    Returns the number of transactions read; raises
+    :class:`BlobsWithoutDirectory`."""
+    transactions = 0
+    for oid, tid in blob_records(fs_path, start, last):
+        if oid is not None:
+            raise BlobsWithoutDirectory(fs_path, oid, tid)
+        transactions += 1
+    return transactions
 
 
 def check_blobs(fs_path, blob_dir, start=4, last=None, link_from=None):

@@ -33,7 +33,11 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
                 os.path.join(target, 'blobstorage'))
 
     def pool_file(self, number=1):
-        return os.path.join(self.data, 'snapshots', '.pool',
+        return self.pool_file_of(self.data, number)
+
+    @staticmethod
+    def pool_file_of(data, number=1):
+        return os.path.join(data, 'snapshots', '.pool',
                             'filestorage%Data.fs', '%d.fs' % number)
 
     def entry(self, name):
@@ -317,20 +321,27 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
             byte = f.read(1)
             f.seek(middle)
             f.write(bytes([byte[0] ^ 0xff]))
-        before = zs.hash_tree(self.data)
-        for args in (['--verify', 's1'], ['--verify', 's2'],
-                     ['--export', 's2', os.path.join(self.dir, 'out')]):
+        # (what changes: the verdict in the journal, the pool file sealed)
+        ignore = ('tmp', 'Data.fs.index', '.journal', '1.sealed')
+        before = zs.hash_tree(self.data, ignore)
+        for args in (['--export', 's2', os.path.join(self.dir, 'out')],
+                     ['--verify', 's1'], ['--verify', 's2']):
             with self.subTest(args=args):
                 error = self.fails(*args)
                 self.assertIn('is damaged: bytes 0 to ', error)
                 self.assertIn('filestorage/Data.fs are not what it recorded',
                               error)
-                self.assertEqual(zs.hash_tree(self.data), before)
+                self.assertEqual(zs.hash_tree(self.data, ignore), before)
                 self.assertFalse(os.path.exists(os.path.join(self.dir,
                                                              'out')))
         with open(self.pool_file(), 'r+b') as f:
             f.seek(middle)
             f.write(byte)
+        # repaired: what --verify found stands until it passes again
+        self.assertEqual([r['state'] for r in self.listing()],
+                         ['damaged', 'damaged'])
+        self.ok('--verify', 's1')
+        self.ok('--verify', 's2')
         # a blob link lost from the pool and one put there instead: the
         # count is right, the record check is not
         pool_blobs = self.pool_file()[:-3] + '.blobs'
@@ -343,6 +354,153 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         error = self.fails('--verify', 's2')
         self.assertIn('snapshot s2 is damaged: the blob of object', error)
         self.assertEqual(self.fails('--verify', '../x').count('\n'), 0)
+
+    def test_what_verify_found_is_listed_and_refused_until_it_passes(self):
+        # the newest snapshot restored: its pool file is the generation's
+        # Data.fs (a hard link); one byte of it overwritten inside the
+        # recorded prefix, which the older snapshot shares
+        self.ok('s1')
+        zs.commit(self.current_fs(), self.current_blobs(), n=2)
+        self.ok('s2')
+        state = zs.read_all(self.current_fs(), self.current_blobs())
+        zs.commit(self.current_fs(), self.current_blobs(), n=1)
+        self.ok('--restore', 's2', '--discard-writes')
+        self.assertEqual(os.stat(self.current_fs()).st_ino,
+                         os.stat(self.pool_file()).st_ino)
+        middle = self.entry('s1')['end'] // 2
+        with open(self.current_fs(), 'r+b') as f:
+            f.seek(middle)
+            byte = f.read(1)
+            f.seek(middle)
+            f.write(bytes([byte[0] ^ 0xff]))
+        # the listing reads the ends only: it cannot see it
+        self.assertEqual([r['state'] for r in self.listing()], ['ok', 'ok'])
+        error = self.fails('--verify', 's2')
+        self.assertIn('snapshot s2 is damaged: bytes 0 to %d of its '
+                      'filestorage/Data.fs are not what it recorded'
+                      % self.entry('s1')['end'], error)
+        # not forgotten: listed as damaged, restore and export refuse it;
+        # so is the older snapshot, whose prefix holds the same bytes
+        rows = self.listing()
+        self.assertEqual([r['state'] for r in rows], ['damaged', 'damaged'])
+        self.assertIn('so is snapshot s1, which shares them', error)
+        self.assertEqual([r['verified']['ok'] for r in rows], [False, False])
+        self.assertIn('bytes 0 to ', rows[1]['verified']['problem'])
+        self.assertIn('damaged', self.ok('--list').splitlines()[2])
+        before = zs.hash_tree(self.data)
+        for name, args in (('s2', ['--restore', 's2', '--discard-writes']),
+                           ('s1', ['--restore', 's1', '--discard-writes']),
+                           ('s2', ['--export', 's2',
+                                   os.path.join(self.dir, 'out')])):
+            with self.subTest(args=args):
+                error = self.fails(*args)
+                self.assertRegex(error, r'snapshot %s failed verification '
+                                 r'at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: '
+                                 r'bytes 0 to \d+ of its filestorage/Data.fs '
+                                 r'are not what it recorded' % name)
+                self.assertIn('run bin/snapshot --verify %s again' % name,
+                              error)
+                self.assertEqual(zs.hash_tree(self.data), before)
+                self.assertFalse(os.path.exists(os.path.join(self.dir,
+                                                             'out')))
+        # repaired by hand: a --verify that passes clears its own verdict
+        with open(self.current_fs(), 'r+b') as f:
+            f.seek(middle)
+            f.write(byte)
+        self.assertIn('snapshot s2 verified: ', self.ok('--verify', 's2'))
+        rows = self.listing()
+        self.assertEqual([r['state'] for r in rows], ['damaged', 'ok'])
+        self.assertTrue(rows[1]['verified']['ok'])
+        self.ok('--restore', 's2', '--discard-writes')
+        self.assertEqual(zs.read_all(self.current_fs(),
+                                     self.current_blobs()), state)
+        self.assertIn('failed verification', self.fails(
+            '--restore', 's1', '--discard-writes'))
+        self.ok('--verify', 's1')
+        self.assertEqual([r['state'] for r in self.listing()], ['ok', 'ok'])
+        self.ok('--restore', 's1', '--discard-writes')
+
+    def test_no_snapshot_builds_on_pool_bytes_verify_found_damaged(self):
+        self.ok('s1')
+        end = self.entry('s1')['end']
+        with open(self.pool_file(), 'r+b') as f:
+            f.seek(end // 2)
+            byte = f.read(1)
+            f.seek(end // 2)
+            f.write(bytes([byte[0] ^ 0xff]))
+        self.assertIn('snapshot s1 is damaged', self.fails('--verify', 's1'))
+        # the pool file is sealed: the next snapshot starts a new one
+        # rather than appending to (and recording) the damaged bytes
+        zs.commit(self.current_fs(), self.current_blobs(), n=1)
+        self.ok('s2')
+        self.assertEqual((self.entry('s2')['pool'],
+                          self.entry('s2')['start']), (2, 0))
+        self.assertEqual([(r['name'], r['state']) for r in self.listing()],
+                         [('s1', 'damaged'), ('s2', 'ok')])
+        self.ok('--verify', 's2')
+        # a snapshot made again under the name has no verdict
+        self.ok('--destroy', 's1')
+        self.ok('s1')
+        self.assertEqual([(r['name'], r['state']) for r in self.listing()],
+                         [('s2', 'ok'), ('s1', 'ok')])
+
+    def test_files_without_the_blob_directory_of_records_with_blobs(self):
+        # files names the Data.fs alone; its records reference blobs: a
+        # snapshot would hold none of them, and a restore lose them all
+        self.options['files'] = 'filestorage/Data.fs'
+        error = self.fails('s1')
+        self.assertRegex(error, r'files: the records of filestorage/Data.fs '
+                         r'reference blobs \(object 0x[0-9a-f]+, transaction '
+                         r'[0-9a-f]{16}\) but no blob directory is '
+                         r'configured: add blobstorage to files '
+                         r'\("filestorage/Data.fs blobstorage" on one line\)$')
+        self.assertEqual(self.listing(), [])
+        self.assertEqual(os.listdir(os.path.dirname(self.pool_file())), [])
+        # a snapshot taken so before this was refused: --verify reads
+        # every record, finds the blob references it has no blob files
+        # for; listed as damaged, refused
+        from unittest import mock
+        with mock.patch('collective.safedeploy.data.verify.check_no_blobs',
+                        return_value=0):
+            snapshot.create(self.options, 'old')
+        self.assertEqual([r['state'] for r in self.listing()], ['ok'])
+        error = self.fails('--verify', 'old')
+        self.assertIn('snapshot old is damaged: the records of its '
+                      'filestorage/Data.fs reference blobs (object 0x', error)
+        self.assertIn('but it holds no blob files', error)
+        self.assertEqual([r['state'] for r in self.listing()], ['damaged'])
+        self.assertIn('failed verification', self.fails(
+            '--restore', 'old', '--discard-writes'))
+        # blobstorage added to files: the next snapshot does not build on
+        # the pool file that has none of the blobs; it holds them all
+        del self.options['files']
+        state = zs.read_all(self.current_fs(), self.current_blobs())
+        self.ok('new')
+        self.assertEqual((self.entry('new')['pool'],
+                          self.entry('new')['start']), (2, 0))
+        self.assertEqual(zs.read_all(*self.snapshot_files('new')), state)
+        self.ok('--verify', 'new')
+
+    def test_verify_reads_every_transaction_without_a_blob_directory(self):
+        data = make_data_root(os.path.join(self.dir, 'noblobs'), blobs=0)
+        self.options = dict(data=data, backend='copy',
+                            files='filestorage/Data.fs')
+        fs = os.path.join(data, 'current', 'filestorage', 'Data.fs')
+        self.ok('s1')
+        self.assertIn('%d transactions, 0 blob files' % len(
+            zs.transaction_ids(fs)), self.ok('--verify', 's1'))
+        zs.commit(fs, None, n=2, blob=False)
+        self.ok('s2')
+        self.assertEqual(self.entry('s2')['checked_transactions'], 2)
+        self.assertIn('%d transactions, 0 blob files' % len(
+            zs.transaction_ids(fs)), self.ok('--verify', 's2'))
+        # a blob committed after all: refused, the pool as it was
+        end = os.path.getsize(self.pool_file_of(data))
+        zs.commit(fs, os.path.join(data, 'current', 'blobstorage'), n=1)
+        self.assertIn('but no blob directory is configured',
+                      self.fails('s3'))
+        self.assertEqual(os.path.getsize(self.pool_file_of(data)), end)
+        self.assertEqual([r['name'] for r in self.listing()], ['s1', 's2'])
 
     def test_a_failed_create_leaves_the_pool_as_it_was(self):
         self.ok('s1')
@@ -508,6 +666,29 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
                            stdout=subprocess.PIPE, text=True)
         self.assertEqual(p.returncode, 0)
         self.assertIn('--restore NAME', p.stdout)
+
+
+class FilesOptionTests(unittest.TestCase):
+
+    def test_each_refusal_names_the_option_once(self):
+        from collective.safedeploy.core.errors import ConfigurationError
+        for files, message in (
+                ('../../../../etc', "'../../../../etc' must be a path "
+                 "relative to a generation"),
+                ('/etc/passwd', "'/etc/passwd' must be a path relative"),
+                ('a.fs b c', "'a.fs b c' has more than a Data.fs"),
+                ('filestorage/Data.fs\nblobstorage',
+                 "'blobstorage' looks like the blob directory")):
+            with self.subTest(files=files):
+                with self.assertRaises(ConfigurationError) as caught:
+                    snapshot.Config(data='/srv/site/var', files=files)
+                self.assertTrue(str(caught.exception).startswith(
+                    '[snapshot] files: ' + message), caught.exception)
+                code, out, err = run_snapshot(data='/srv/site/var',
+                                              files=files)
+                self.assertEqual(code, 1, out + err)
+                self.assertEqual(err.count('files:'), 1, err)
+                self.assertEqual(len(err.splitlines()), 1, err)
 
 
 class AdoptTests(unittest.TestCase):

@@ -64,3 +64,9 @@ class SnapshotRecipeTests(unittest.TestCase):
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("invalid value for [snapshot] keep: 'many'", result.output)
         self.assertNotIn('Traceback', result.output)
+        self.configure('files = ../../../../etc\n')
+        result = self.sample.buildout()
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("Error: [snapshot] files: '../../../../etc' must be a "
+                      "path relative to a generation", result.output)
+        self.assertNotIn('Traceback', result.output)

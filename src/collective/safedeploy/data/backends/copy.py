@@ -36,6 +36,7 @@ import os
 from .. import exports
 from .. import filestorage
 from ...core import fsutil
+from ...core.errors import ConfigurationError
 from ...core.errors import NotFound
 from ...core.errors import Refused
 from ...core.store import SNAPSHOT
@@ -97,6 +98,11 @@ class CopyBackend(StoreBackend):
             manifests = self.manifests()
 
             def fill(path, generation):
+                # a blob directory configured as another path is what to
+                # fix first (its Data.fs's blob records are refused next)
+                for s in self.root.storages:
+                    if s.other:
+                        self.root.check_other(source, s.other)
                 storages = []
                 for s in self.root.storages:
                     if s.fs:
@@ -131,7 +137,10 @@ class CopyBackend(StoreBackend):
         src_fs = os.path.join(source, s.fs)
         previous = self.pool.latest(s.fs, manifests)
         taken = None
-        if previous is not None:
+        if previous is not None and previous.get('blobs') == s.blobs:
+            # (a pool file taken with another blob directory, or none,
+            # has not linked what its transactions reference: a snapshot
+            # with this one reads them all in a new pool file)
             taken = self.pool.append(src_fs, previous, durable)
         if taken is None:
             taken = self.pool.start_new(src_fs, s.fs, durable)
@@ -181,10 +190,20 @@ class CopyBackend(StoreBackend):
             elif total is None:     # built on a snapshot of an earlier
                 total = len(self.pool.blob_names(entry)[1])   # version
             entry['blobs_total'] = total
-        elif start:
-            from ..verify import blob_records
-            transactions = sum(1 for oid, _ in blob_records(
-                pool_fs, start, pos.last_tid) if oid is None)
+        else:
+            # no blob directory configured: the delta's transactions (all
+            # of them in a new pool file) may reference no blob, or the
+            # snapshot would hold none of them
+            try:
+                transactions = fsverify.check_no_blobs(
+                    pool_fs, max(start, 4), pos.last_tid)
+            except fsverify.BlobsWithoutDirectory as e:
+                raise ConfigurationError(
+                    'files: the records of %s reference blobs (object 0x%s, '
+                    'transaction %s) but no blob directory is configured: '
+                    'add blobstorage to files ("%s blobstorage" on one '
+                    'line)' % (s.fs, fsverify.oid_hex(e.oid),
+                               filestorage.tid_hex(e.tid), s.fs))
         fd = os.open(pool_fs, os.O_RDONLY)
         try:
             from .pool import hash_range
@@ -242,6 +261,22 @@ class CopyBackend(StoreBackend):
                            if e.get('pool') is not None]
         return row
 
+    def snapshots(self, sizes=False, damaged=False):
+        rows = super().snapshots(sizes, damaged)
+        if sizes:
+            # a listing: what the last --verify of each found
+            verdicts = self.store.verdicts(strict=False)
+            for row in rows:
+                verdict = verdicts.get(row['name'])
+                if verdict is None:
+                    continue
+                row['verified'] = dict(time=verdict.get('time'),
+                                       ok=verdict['event'] == 'verified')
+                if verdict['event'] != 'verified':
+                    row['verified']['problem'] = verdict.get('problem')
+                    row['state'] = 'damaged'
+        return rows
+
     def state(self, manifest):
         return 'damaged' if self.damaged(manifest) else 'ok'
 
@@ -271,44 +306,102 @@ class CopyBackend(StoreBackend):
                 'before it reached the disk; or changed by hand); restore '
                 'another snapshot' % (name, damaged[0]))
 
+    def refuse_failed_verification(self, name):
+        """What the listing and a restore cannot see (they read the ends
+        of the files) but the last ``--verify`` found: refused until a
+        later one passes."""
+        verdict = self.store.verdicts().get(name)
+        if verdict is None or verdict['event'] == 'verified':
+            return
+        raise Refused(
+            'snapshot %s failed verification at %s: %s%s; restore or export '
+            'another snapshot, or repair its pool file and run bin/snapshot '
+            '--verify %s again' % (
+                name, verdict['time'][:19].replace('T', ' ') + ' UTC',
+                verdict.get('problem'),
+                ' (found by --verify %s, which shares them)'
+                % verdict['found_by'] if verdict.get('found_by') else '',
+                name))
+
     def verify(self, name):
         """Check snapshot ``name`` completely, reading all of it: every
         byte of each Data.fs against the recorded checksums, every blob
         file its transactions reference (what a restore, which must be
-        quick, leaves to the checks made when the snapshot was taken)."""
-        from .. import verify as fsverify
+        quick, leaves to the checks made when the snapshot was taken).
+
+        The verdict goes into the snapshots' journal: the listing shows a
+        snapshot found damaged as damaged, and a restore or export refuses
+        it, until a later ``--verify`` of it passes.  Damage in a pool
+        file is damage to every snapshot whose recorded prefix of that
+        file holds it: they are marked too, and the pool file is sealed
+        (no later snapshot builds on it)."""
         with self.lock():
             info = self.info(name)
             self.refuse_damaged(name, info)
-            result = dict(name=name, bytes=0, transactions=0, blobs=0)
-            path = self.store.path(name)
-            for entry in info.get('storages', []):
-                if entry.get('pool') is not None:
-                    fs = self.pool.fs_path(entry['fs'], entry['pool'])
-                    self.check_bytes(name, entry, fs)
-                    check = self.pool.check_blob_records if \
-                        entry.get('blobs') else None
-                    end = entry['end']
-                else:     # a snapshot of an earlier version: its own files
-                    fs = os.path.join(path, entry['fs'])
-                    fsverify.verify(fs, None)
-                    check = None
-                    end = os.path.getsize(fs)
-                    if entry.get('blobs'):
-                        result['transactions'], result['blobs'], _ = \
-                            fsverify.check_blobs(fs, os.path.join(
-                                path, entry['blobs']))
-                if check is not None:
-                    try:
-                        transactions, blobs = check(entry)
-                    except filestorage.VerificationFailed as e:
-                        raise Refused('snapshot %s is damaged: %s; restore '
-                                      'or export another snapshot' % (
-                                          name, e))
-                    result['transactions'] += transactions
-                    result['blobs'] += blobs
-                result['bytes'] += end
+            try:
+                result = self._read_whole(name, info)
+            except filestorage.VerificationFailed as e:
+                sharing = self._record_failed(name, e)
+                raise Refused(
+                    'snapshot %s is damaged: %s%s%s; restore or export '
+                    'another snapshot (bin/snapshot --list)' % (
+                        name, e, ' (its pool file was changed on disk)'
+                        if getattr(e, 'chain', None) else '',
+                        '; so %s %s, which share%s them' % (
+                            'is snapshot' if len(sharing) == 1 else
+                            'are snapshots', ', '.join(sharing),
+                            's' if len(sharing) == 1 else '')
+                        if sharing else ''))
+            self.store.journal.append('verified', name=name, **{
+                k: result[k] for k in ('bytes', 'transactions', 'blobs')})
             return result
+
+    def _record_failed(self, name, damage):
+        """Record that snapshot ``name`` failed verification, and so did
+        the other snapshots holding the same damaged pool bytes or blob
+        (:meth:`~.pool.PoolDamage.shared_by`); seal that pool file.  The
+        names of those others."""
+        from .pool import PoolDamage
+        sharing = []
+        if isinstance(damage, PoolDamage):
+            self.pool.seal(damage.fs, damage.pool)
+            sharing = [m['name'] for m in self.manifests()
+                       if m['name'] != name and any(
+                           damage.shared_by(e) for e in m.get('storages', []))]
+        self.store.journal.append('verify-failed', name=name,
+                                  problem=str(damage))
+        for other in sharing:
+            self.store.journal.append('verify-failed', name=other,
+                                      problem=str(damage), found_by=name)
+        return sharing
+
+    def _read_whole(self, name, info):
+        """Read snapshot ``name`` whole: {name, bytes, transactions,
+        blobs}; raises :class:`~..filestorage.VerificationFailed`."""
+        from .. import verify as fsverify
+        result = dict(name=name, bytes=0, transactions=0, blobs=0)
+        path = self.store.path(name)
+        for entry in info.get('storages', []):
+            if entry.get('pool') is not None:
+                fs = self.pool.fs_path(entry['fs'], entry['pool'])
+                self.pool.check_chain(fs, entry)
+                # every transaction read, every blob reference checked
+                transactions, blobs = self.pool.check_blob_records(entry)
+                end = entry['end']
+            else:     # a snapshot of an earlier version: its own files
+                fs = os.path.join(path, entry['fs'])
+                fsverify.verify(fs, None)
+                end = os.path.getsize(fs)
+                if entry.get('blobs'):
+                    transactions, blobs, _ = fsverify.check_blobs(
+                        fs, os.path.join(path, entry['blobs']))
+                else:
+                    transactions = fsverify.check_no_blobs(fs)
+                    blobs = 0
+            result['transactions'] += transactions
+            result['blobs'] += blobs
+            result['bytes'] += end
+        return result
 
     def check_bytes(self, name, entry, fs):
         """``fs`` (a restored or exported copy of the snapshot's Data.fs,
@@ -327,6 +420,7 @@ class CopyBackend(StoreBackend):
     def restore(self, name, force=False, discard_writes=False):
         info = self.info(name)
         self.refuse_damaged(name, info)
+        self.refuse_failed_verification(name)
         if not self.pooled(info):
             return self.restore_as_generation(
                 name, info, self.store.path(name), force, discard_writes,
@@ -459,6 +553,7 @@ class CopyBackend(StoreBackend):
         with self.lock():
             info = self.info(name)
             self.refuse_damaged(name, info)
+            self.refuse_failed_verification(name)
             exports.remove_killed(self.root)
             # recorded in the data root and marked before it is made: a
             # killed export's staging is removed by the next run

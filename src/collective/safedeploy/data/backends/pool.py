@@ -96,6 +96,28 @@ def hash_range(fd, start, end):
     return digest.hexdigest()
 
 
+class PoolDamage(filestorage.VerificationFailed):
+    """What reading a pool file whole found wrong (the message), and
+    where: a recorded byte range (``chain``: start, end, sha256) of pool
+    file ``pool`` of ``fs`` not what it recorded, or the blob file of
+    transaction ``tid`` (an int) missing from it."""
+
+    def __init__(self, message, fs, pool, chain=None, tid=None):
+        super().__init__(message)
+        self.fs, self.pool, self.chain, self.tid = fs, pool, chain, tid
+
+    def shared_by(self, entry):
+        """True when the snapshot entry ``entry`` holds the damaged place
+        too: its recorded prefix of the same pool file has the range (or
+        the transaction).  Its bytes are the same bytes."""
+        if (entry.get('fs'), entry.get('pool')) != (self.fs, self.pool):
+            return False
+        if self.chain is not None:
+            return list(self.chain) in [list(r) for r in
+                                        entry.get('chain', [])]
+        return tid_int(entry.get('last_tid')) >= self.tid
+
+
 class Pool:
     """The pool of one data root's copy snapshots."""
 
@@ -516,14 +538,16 @@ class Pool:
 
     def check_chain(self, fs_path, entry):
         """Hash the ranges of ``fs_path`` (a copy of the snapshot's prefix,
-        or its pool file) against the checksums ``entry`` recorded."""
+        or its pool file) against the checksums ``entry`` recorded; raises
+        :class:`PoolDamage` naming the first range that differs."""
         fd = os.open(fs_path, os.O_RDONLY)
         try:
             for start, end, digest in entry.get('chain', []):
                 if hash_range(fd, start, end) != digest:
-                    raise filestorage.VerificationFailed(
+                    raise PoolDamage(
                         'bytes %d to %d of its %s are not what it recorded'
-                        % (start, end, entry['fs']))
+                        % (start, end, entry['fs']), entry['fs'],
+                        entry['pool'], chain=[start, end, digest])
         finally:
             os.close(fd)
 
@@ -541,11 +565,29 @@ class Pool:
         return None
 
     def check_blob_records(self, entry):
-        """Every blob file the transactions of ``entry`` reference is in
-        the pool (its transactions read with ZODB's record iterator):
-        (transactions, blobs) checked; raises VerificationFailed."""
+        """Read the transactions of ``entry`` with ZODB's record iterator:
+        every blob file they reference is in the pool -- and, when the
+        snapshot has no blob directory, they reference none (it holds no
+        blob files).  (transactions, blobs) checked; raises
+        :class:`PoolDamage`."""
         from ZODB.blob import FilesystemHelper
+        from ..verify import BlobsWithoutDirectory
         from ..verify import blob_records
+        from ..verify import check_no_blobs
+        from ..verify import oid_hex
+        pool_fs = self.fs_path(entry['fs'], entry['pool'])
+        last = filestorage.tid_bytes(entry['last_tid'])
+        if not entry.get('blobs'):
+            try:
+                return check_no_blobs(pool_fs, 4, last), 0
+            except BlobsWithoutDirectory as e:
+                raise PoolDamage(
+                    'the records of its %s reference blobs (object 0x%s, '
+                    'transaction %s) but it holds no blob files (taken '
+                    'without a blob directory in files): a restore of it '
+                    'loses them' % (entry['fs'], oid_hex(e.oid),
+                                    filestorage.tid_hex(e.tid)),
+                    entry['fs'], entry['pool'], tid=tid_int(e.tid.hex()))
         flat = self.blobs_path(entry['fs'], entry['pool'])
         try:
             with open(os.path.join(flat, fscopy.LAYOUT)) as f:
@@ -555,9 +597,7 @@ class Pool:
         # names only: a helper on the flat directory makes no directory
         helper = FilesystemHelper(flat, layout_name=layout)
         transactions = blobs = 0
-        for oid, tid in blob_records(self.fs_path(entry['fs'], entry['pool']),
-                                     4, filestorage.tid_bytes(
-                                         entry['last_tid'])):
+        for oid, tid in blob_records(pool_fs, 4, last):
             if oid is None:
                 transactions += 1
                 continue
@@ -565,10 +605,11 @@ class Pool:
             name = helper.getBlobFilename(oid, tid)[len(helper.base_dir):]
             if not os.path.exists(os.path.join(
                     flat, name.replace(os.sep, SEP))):
-                raise filestorage.VerificationFailed(
+                raise PoolDamage(
                     'the blob of object 0x%s, transaction %s, is missing '
-                    'from %s' % (oid.hex().lstrip('0') or '0',
-                                 filestorage.tid_hex(tid), flat))
+                    'from %s' % (oid_hex(oid), filestorage.tid_hex(tid),
+                                 flat),
+                    entry['fs'], entry['pool'], tid=tid_int(tid.hex()))
         return transactions, blobs
 
     def blob_names(self, entry):
