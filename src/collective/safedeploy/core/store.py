@@ -471,9 +471,16 @@ class Store:
         tmp = os.path.join(self.directory, '.%s.staging.tmp' % name)
         if os.path.lexists(tmp):
             self.remove(tmp)
-        (make or os.mkdir)(tmp)
-        fsutil.atomic_write_json(os.path.join(tmp, STAGING), dict(
-            info, kind=self.kind.name, name=name, pid=os.getpid()))
+        try:
+            (make or os.mkdir)(tmp)
+            fsutil.atomic_write_json(os.path.join(tmp, STAGING), dict(
+                info, kind=self.kind.name, name=name, pid=os.getpid()))
+        except BaseException:
+            # failed or interrupted while it was made: nothing of it stays
+            # (what a killed run leaves is removed by the next, above)
+            if os.path.lexists(tmp):
+                self.remove(tmp)
+            raise
         os.rename(tmp, path)
         fsutil.fsync_directory(self.directory)
         return path

@@ -203,6 +203,31 @@ class KillTests(unittest.TestCase):
         self.assertEqual([n for n in gens.on_disk()
                           if not gens.is_complete(n)], [])
 
+    def test_interrupt_restore(self):
+        """Ctrl-C at any moment of a restore: the generation it was
+        making is gone with it, not left for the next run.  (A database of
+        some megabytes, and a snapshot older than the newest: its Data.fs
+        is copied, long enough to be interrupted.)"""
+        current = os.path.join(self.data, 'current')
+        zs.make_site_data(current, transactions=1500, blobs=0, history=30)
+        for name in ('s', 'newer'):
+            zs.commit(os.path.join(current, 'filestorage', 'Data.fs'),
+                      os.path.join(current, 'blobstorage'), n=3)
+            code, out, err = run_snapshot(name, **self.snapshot_options())
+            self.assertEqual(code, 0, err)
+        argv = ['--restore', 's', '--discard-writes']
+        rounds = 12
+        moments = self.moments(rounds, self.duration(*argv))
+        gens = self.root.generations
+        for i in range(rounds):
+            p = self.start(*argv)
+            time.sleep(next(moments))
+            p.send_signal(signal.SIGINT)
+            p.wait()
+            self.check_current()
+            self.assertEqual([n for n in os.listdir(gens.directory)
+                              if n.endswith('.staging.tmp')], [], i)
+
 
 from collective.safedeploy.tests import support  # noqa: E402
 from collective.safedeploy.tests.test_snapshot_btrfs import CAN_BTRFS  # noqa
