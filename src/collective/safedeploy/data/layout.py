@@ -394,6 +394,19 @@ class DataRoot:
                         gens.directory)
             return name
 
+    def still_empty(self):
+        """The current generation is one :meth:`create_empty` made and
+        the site has created none of its files yet (nothing to snapshot)."""
+        name = self.current_name()
+        if name is None:
+            return False
+        manifest = self.generations.manifest(name) or {}
+        if manifest.get('created') != 'empty':
+            return False
+        path = self.generations.path(name)
+        return not any(os.path.lexists(os.path.join(path, s.fs))
+                       for s in self.storages if s.fs)
+
     def _refuse_data_to_adopt(self):
         existing = [p for p in self.top_level()
                     if os.path.lexists(os.path.join(self.path, p))]
@@ -425,7 +438,7 @@ class DataRoot:
             if lock_held(fs):
                 raise Refused(
                     '%s is in use (a process holds %s.lock); stop the '
-                    'site, then run bin/snapshot --adopt again' % (fs, fs))
+                    'site, then adopt again' % (fs, fs))
 
     def _check_storage(self, fs, blobs):
         """Check a Data.fs to adopt and its blobs without writing to them

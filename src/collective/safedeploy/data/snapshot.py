@@ -138,16 +138,21 @@ def take_for_release(options, tag, new_site=False):
     ``new_site`` (the first release, no release current yet): a data root
     with no data at all gets its first data generation, empty, for the
     site to start in, and there is nothing to snapshot: returns {name:
-    None, generation}.  Data already there but not adopted is refused
-    (:meth:`~.layout.DataRoot.create_empty`)."""
+    None, generation, made: True}.  Data already there but not adopted is
+    refused (:meth:`~.layout.DataRoot.create_empty`).  Nor is there
+    anything to snapshot while that generation is as it was made, before
+    the site wrote its first data: {name: None, generation, made:
+    False}."""
     if relstorage_options.is_relstorage(
             relstorage_options.options_getter(options)):
         return relstorage_options.take_for_release_with(options, tag)
-    if new_site:
-        config = Config(**options)
-        root = DataRoot(config.data, config.files)
-        if root.current_name() is None:
-            return dict(name=None, generation=root.create_empty())
+    config = Config(**options)
+    root = DataRoot(config.data, config.files)
+    if new_site and root.current_name() is None:
+        return dict(name=None, generation=root.create_empty(), made=True)
+    if root.still_empty():
+        # made empty for a site that has not written anything yet
+        return dict(name=None, generation=root.current_name(), made=False)
     backend = backend_for(options)
     name = unique(validate_name(tag), {r['name'] for r in
                                        backend.snapshots()})

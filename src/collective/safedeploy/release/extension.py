@@ -704,9 +704,14 @@ def take_snapshot(settings, buildout):
             'was not changed' % settings.tag)
     taken = json.loads(p.stdout)
     if taken['name'] is None:
-        logger.info('no data yet: data generation %s made, empty, for the '
-                    'site to start in; nothing to snapshot before the first '
-                    'release', taken['generation'])
+        if taken.get('made'):
+            logger.info('no data yet: data generation %s made, empty, for '
+                        'the site to start in; nothing to snapshot before '
+                        'the first release', taken['generation'])
+        else:
+            logger.info('no data yet in data generation %s (the site has '
+                        'not written any): nothing to snapshot before the '
+                        'flip', taken['generation'])
         return None
     logger.info('snapshot %s of the data taken before the flip',
                 taken['name'])

@@ -536,8 +536,8 @@ def roll_back(gens, target=None, dry_run=False, buildout_directory=None,
             raise Refused(
                 'release %s is already current, but its health gate never '
                 'passed (the run that flipped to it was killed); bin/buildout'
-                ' of %s checks it again, bin/rollback goes back' % (
-                    target, target))
+                ' safedeploy:tag=%s checks it again, bin/rollback goes back'
+                % (target, target))
         raise Refused('release %s is already current; nothing to do'
                       % target)
     if dry_run:

@@ -108,6 +108,9 @@ class TestFileStorageSite(RecipeTestCase):
         for empty in ('filestorage', 'blobstorage'):
             self.assertEqual(os.listdir(os.path.join(
                 self.var, 'current', empty)), [])
+        # a release before the site wrote anything has nothing to snapshot
+        r = self.release('1.0.1')
+        self.assertIn('no data yet in data generation 1', r.output)
         # the site writes its first data; the next release snapshots it
         from . import zodbsupport
         zodbsupport.make_site_data(os.path.join(self.var, 'current'),
