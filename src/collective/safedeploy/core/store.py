@@ -706,13 +706,19 @@ class Store:
     def prune(self, keep, protect=(), dry_run=False):
         """Keep at most ``keep`` generations: remove failed, killed and bad
         ones first (oldest first), then the oldest good ones -- never the
-        current one, the previous good one, the newest good one, nor
-        anything in ``protect``.  Damaged entries are never removed.
-        Returns the names removed (with ``dry_run``: the names it would
-        remove; nothing is touched)."""
+        current one, the good one that was current before it (or, when
+        that is not known or not good, the previous good one built), the
+        newest good one, nor anything in ``protect``.  (After a rollback to
+        an older release and a new one built, what ran before the new one
+        is that older release, not the one rolled back from.)  Damaged
+        entries are never removed.  Returns the names removed (with
+        ``dry_run``: the names it would remove; nothing is touched)."""
         current = self.current_name()
         good = self.good()
-        protected = set(protect) | {current, self.previous_good(current)}
+        before = self.flipped_from(current)
+        if before not in good:
+            before = self.previous_good(current)
+        protected = set(protect) | {current, before}
         if good:
             protected.add(good[-1])
         states = self.states()

@@ -362,8 +362,11 @@ class TestJournalAndPruning(ReleaseTestCase):
         self.assertReleased(self.release('d-4'), 'd-4')
         on_disk = sorted(n for n in os.listdir(self.sample.path('releases'))
                          if not n.startswith('.'))
-        # d-4 current; a-2 is the previous good one before it
-        self.assertEqual(on_disk, ['c-3', 'd-4'])
+        # d-4 current; a-2 ran before it (c-3 was rolled back from, and
+        # built before a-2 ran again: it goes)
+        self.assertEqual(on_disk, ['a-2', 'd-4'])
+        r = self.rollback('--dry-run')
+        self.assertIn('would roll back: current d-4 -> a-2', r.output)
 
     def test_mtimes_do_not_matter(self):
         self.configure()
