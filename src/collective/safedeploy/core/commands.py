@@ -88,7 +88,8 @@ EXPANSION = re.compile(r'\$(\{[^}]*\}?|\(|[A-Za-z_][A-Za-z0-9_]*)')
 
 def shell_syntax(command):
     """The first piece of shell syntax in ``command``, or None: an operator
-    outside quotes, an expansion or a backtick outside single quotes.
+    or a word-leading ``~`` outside quotes, an expansion or a backtick
+    outside single quotes.
     Quotes and backslashes are read as a shell (and shlex) reads them:
     ``'a > b'`` and ``\\>`` are arguments."""
     quote = None
@@ -111,6 +112,9 @@ def shell_syntax(command):
                 return operator.group()
         elif c == '`':
             return c
+        elif c == '~' and quote is None and (
+                i == 0 or command[i - 1].isspace()):
+            return c                # ~ or ~user: a shell's home directory
         elif c == '$':
             expansion = EXPANSION.match(command, i)
             if expansion:

@@ -79,6 +79,33 @@ def long_options(parser):
                 yield name, action.nargs != 0
 
 
+class ShellSyntaxTests(unittest.TestCase):
+    """Configured commands run without a shell: what a shell would have
+    done to them is refused, quoted it is an argument."""
+
+    def test_what_a_shell_would_expand_or_redirect(self):
+        from collective.safedeploy.core.commands import shell_syntax
+        cases = {
+            'bin/restart': None,
+            'echo hi >> x.log': '>>',
+            'a | b': '|',
+            'a && b': '&&',
+            'a 2>&1': '2>&1',
+            'test -e $HOME': '$HOME',
+            'echo `date`': '`',
+            '~/af.sh': '~',
+            'cp a ~b/c': '~',
+            "echo 'a > b' \"x; y\" a\\>b": None,
+            "echo '~' \"~/x\" a~b x=~": None,
+            "echo '$HOME'": None,
+            'echo "$HOME"': '$HOME',
+            'sleep 5': None,
+        }
+        for command, found in cases.items():
+            with self.subTest(command):
+                self.assertEqual(shell_syntax(command), found)
+
+
 class EveryParserTests(unittest.TestCase):
 
     def test_the_list_holds_every_command(self):
