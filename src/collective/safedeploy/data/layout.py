@@ -370,7 +370,7 @@ class DataRoot:
         with bin/snapshot --adopt).  Returns its name."""
         gens = self.generations
         if gens.current_name() is None:
-            self._refuse_data_to_adopt()    # before the first write
+            self.refuse_data_to_adopt()    # before the first write
         with self.lock('the first data generation of %s' % self.path):
             current = gens.current_name()
             if current is not None:
@@ -379,7 +379,7 @@ class DataRoot:
                 raise Refused(
                     '%s already has generations but no current link; point '
                     '%s at one of them' % (gens.directory, gens.current))
-            self._refuse_data_to_adopt()
+            self.refuse_data_to_adopt()
             gens.recover()
             name = '1'
             path = gens.stage(name, created='empty')
@@ -407,7 +407,9 @@ class DataRoot:
         return not any(os.path.lexists(os.path.join(path, s.fs))
                        for s in self.storages if s.fs)
 
-    def _refuse_data_to_adopt(self):
+    def refuse_data_to_adopt(self):
+        """Refuse data where the files option says, not adopted into
+        generations (before the first data generation is made empty)."""
         existing = [p for p in self.top_level()
                     if os.path.lexists(os.path.join(self.path, p))]
         if existing:

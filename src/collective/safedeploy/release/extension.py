@@ -194,6 +194,10 @@ class Run:
             if raw.get('recipe', '').startswith(NAME + ':'):
                 self.buildout[part]
         self.read_early = list(self.buildout._parts)
+        s = self.settings
+        if s.snapshot_before_flip and s.flip and \
+                s.releases().current_name() is None:
+            check_first_data(self.buildout[s.snapshot_before_flip])
 
     def stage(self):
         """The first writes: take the lock, create releases/<tag>."""
@@ -647,6 +651,19 @@ def unload(buildout):
 
 
 # -- hooks into the other features ----------------------------------------
+
+def check_first_data(part):
+    """The first release, with a snapshot before its flip: data where the
+    snapshot part says, not adopted into generations, is refused now --
+    the snapshot would refuse it, but only after the whole build."""
+    if part.get('storage') == 'relstorage':
+        return
+    from ..data.layout import DEFAULT_FILES
+    from ..data.layout import DataRoot
+    root = DataRoot(part['data'], part.get('files') or DEFAULT_FILES)
+    if root.current_name() is None:
+        root.refuse_data_to_adopt()
+
 
 def check_current_again(settings, buildout):
     """bin/buildout of the current release, whose health gate a killed

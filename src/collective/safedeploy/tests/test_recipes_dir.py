@@ -137,6 +137,8 @@ class TestFileStorageSite(RecipeTestCase):
                       r.output)
         self.assertNotIn('Traceback', r.output)
         self.assertFalse(os.path.lexists(self.sample.path('current')))
+        # refused before the build: no release was staged
+        self.assertFalse(os.path.lexists(self.sample.path('releases', '1.0')))
         after = support.tree_state(self.var)
         self.assertEqual(set(after) - set(before), set())
         self.assertEqual(set(before) - set(after), set())
