@@ -208,6 +208,10 @@ class KillTests(unittest.TestCase):
         making is gone with it, not left for the next run.  (A database of
         some megabytes, and a snapshot older than the newest: its Data.fs
         is copied, long enough to be interrupted.)"""
+        if self.backend == 'zfs':
+            self.skipTest('a zfs restore is a zfs rollback of the dataset: '
+                          'it makes no data generation to leave behind '
+                          '(test_kill_restore covers it)')
         current = os.path.join(self.data, 'current')
         zs.make_site_data(current, transactions=1500, blobs=0, history=30)
         for name in ('s', 'newer'):
