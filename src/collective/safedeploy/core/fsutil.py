@@ -93,6 +93,18 @@ def atomic_write_json(path, obj, durable=True):
                  durable=durable)
 
 
+def read_json_object(path):
+    """The JSON object in the file ``path``; None when the file is
+    missing, unreadable, not JSON or not an object (a record whose writer
+    may have been killed: the caller decides what that means)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def atomic_copy(source, path):
     """Copy ``source`` to ``path`` (mode included) atomically."""
     def make(tmp):

@@ -61,12 +61,7 @@ def _records(root):
     result = []
     for name in names:
         path = os.path.join(directory, name)
-        try:
-            with open(path) as f:
-                record = json.load(f)
-        except (OSError, ValueError):
-            record = None
-        result.append((path, record if isinstance(record, dict) else {}))
+        result.append((path, fsutil.read_json_object(path) or {}))
     return result
 
 
@@ -93,12 +88,8 @@ def _ours(path, id):
 
 
 def _marker_id(path):
-    try:
-        with open(os.path.join(path, MARKER)) as f:
-            marker = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return marker.get('id') if isinstance(marker, dict) else None
+    marker = fsutil.read_json_object(os.path.join(path, MARKER))
+    return marker.get('id') if marker else None
 
 
 def remove_killed(root):

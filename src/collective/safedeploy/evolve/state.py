@@ -5,7 +5,6 @@ FileStorage each, and the state of a run in the copy it works on.
 killed or failed run can be resumed (:func:`find_resumable`) and the
 report ``safedeploy-evolve-report.txt`` says why it stopped.
 """
-import json
 import os
 
 from ..core import fsutil
@@ -44,12 +43,7 @@ class DataRoot(layout.DataRoot):
 
 
 def load_state(path):
-    try:
-        with open(os.path.join(path, STATE)) as f:
-            state = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
+    return fsutil.read_json_object(os.path.join(path, STATE))
 
 
 def save_state(path, state):

@@ -316,11 +316,7 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         self.assertIn(' transactions, %d blob files'
                       % self.entry('s2')['blobs_total'], out)
         middle = self.entry('s1')['end'] // 2
-        with open(self.pool_file(), 'r+b') as f:
-            f.seek(middle)
-            byte = f.read(1)
-            f.seek(middle)
-            f.write(bytes([byte[0] ^ 0xff]))
+        byte = flip_byte(self.pool_file(), middle)
         # (what changes: the verdict in the journal, the pool file sealed)
         ignore = ('tmp', 'Data.fs.index', '.journal', '1.sealed')
         before = zs.hash_tree(self.data, ignore)
@@ -368,11 +364,7 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
         self.assertEqual(os.stat(self.current_fs()).st_ino,
                          os.stat(self.pool_file()).st_ino)
         middle = self.entry('s1')['end'] // 2
-        with open(self.current_fs(), 'r+b') as f:
-            f.seek(middle)
-            byte = f.read(1)
-            f.seek(middle)
-            f.write(bytes([byte[0] ^ 0xff]))
+        byte = flip_byte(self.current_fs(), middle)
         # the listing reads the ends only: it cannot see it
         self.assertEqual([r['state'] for r in self.listing()], ['ok', 'ok'])
         error = self.fails('--verify', 's2')
@@ -423,11 +415,7 @@ class CopyBackendTests(BackendContract, unittest.TestCase):
     def test_no_snapshot_builds_on_pool_bytes_verify_found_damaged(self):
         self.ok('s1')
         end = self.entry('s1')['end']
-        with open(self.pool_file(), 'r+b') as f:
-            f.seek(end // 2)
-            byte = f.read(1)
-            f.seek(end // 2)
-            f.write(bytes([byte[0] ^ 0xff]))
+        flip_byte(self.pool_file(), end // 2)
         self.assertIn('snapshot s1 is damaged', self.fails('--verify', 's1'))
         # the pool file is sealed: the next snapshot starts a new one
         # rather than appending to (and recording) the damaged bytes
@@ -791,6 +779,17 @@ class FullDiskTests(unittest.TestCase):
             data, 'snapshots', 'big')))
         code, out, err = run_snapshot('--list', '--json', data=data)
         self.assertEqual(out.strip(), '[]')
+
+
+def flip_byte(path, offset):
+    """Change the byte at ``offset`` of ``path`` in place (damage that
+    only a full read finds); returns what it was."""
+    with open(path, 'r+b') as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xff]))
+    return byte
 
 
 def rewrite_blobs_and_pack(fs_path, blob_dir):
